@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The one test command (make test, .ci/run): lint, pytest (unit + integration against
+# throwaway real servers), then every Molecule scenario, each with its own fresh servers.
+# Ends with one summary line; pytest's "no tests collected" (exit 5) fails the run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${VENV:-.venv}"
+export PATH="$PWD/$VENV/bin:$PATH" PYTHONPATH="$PWD/tests"
+export PY_COLORS=0 ANSIBLE_FORCE_COLOR=0 NO_COLOR=1 ANSIBLE_NOCOLOR=1
+mkdir -p .build
+
+echo "== lint"
+scripts/lint.sh
+
+echo "== pytest: unit and integration tests (real PostgreSQL ${TMI_PG_VERSION:-18}, Redis ${TMI_REDIS_VERSION:-6.2})"
+pytest -p no:cacheprovider --junitxml=.build/pytest.xml ${PYTEST_ARGS:-}
+
+molecule_passed=0
+for scenario in molecule/*/; do
+  scenario="$(basename "$scenario")"
+  echo "== molecule scenario $scenario"
+  python -m tmi_testenv run --scale "${MOLECULE_SCALE:-50}" -- molecule test -s "$scenario"
+  molecule_passed=$((molecule_passed + 1))
+done
+
+python - "$molecule_passed" <<'PY'
+import sys
+import xml.etree.ElementTree as ET
+
+suite = ET.parse(".build/pytest.xml").getroot()
+suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+tests, failures, errors, skipped = (int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped"))
+molecule = int(sys.argv[1])
+passed = tests - failures - errors - skipped + molecule
+print(f"pytest: {tests - failures - errors - skipped} passed, {failures + errors} failed, {skipped} skipped")
+print(f"molecule: {molecule} passed, 0 failed")
+print(f"total: {passed} passed, {failures + errors} failed, {skipped} skipped")
+PY

@@ -1,0 +1,42 @@
+"""migrate.yml through inventories/local against the throwaway servers, as the demo runs it."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import ansible_env, run_playbook
+
+
+def test_migrate_playbook_runs_preflight_and_writes_the_run_record(pg_server, redis_server, tmi_db, tmp_path):
+    tmi_db.migrate(15)
+    result = run_playbook("migrate.yml", ansible_env(pg_server, redis_server, tmi_db.name),
+                          "-e", f"tmi_run_dir={tmp_path}", "-e", "tmi_run_id=test-run", "-vvv")
+    assert result.returncode == 0, result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert pg_server.password not in output and redis_server.password not in output
+    record = json.loads((tmp_path / "test-run" / "run.json").read_text())
+    assert record["preflight"]["postgresql_version"].startswith(pg_server.server_version.split(".")[0])
+    assert record["preflight"]["redis_version"] == redis_server.server_version
+    assert oct((tmp_path / "test-run" / "run.json").stat().st_mode & 0o777) == "0o600"
+
+
+def test_wrong_database_password_fails_clearly_without_showing_it(pg_server, redis_server, tmi_db, tmp_path):
+    env = ansible_env(pg_server, redis_server, tmi_db.name)
+    env["TMI_PG_PASSWORD"] = "not-the-password-x9"
+    result = run_playbook("migrate.yml", env, "-e", f"tmi_run_dir={tmp_path}", "-vvv")
+    assert result.returncode != 0
+    assert "PostgreSQL is not reachable" in result.stdout
+    assert "password authentication failed" in result.stdout
+    assert "not-the-password-x9" not in result.stdout + result.stderr
+    assert not list(tmp_path.iterdir()), "nothing is written before the pre-flight checks pass"
+
+
+def test_servers_older_than_the_minimum_are_refused(pg_server, redis_server, tmi_db, tmp_path):
+    env = ansible_env(pg_server, redis_server, tmi_db.name)
+    result = run_playbook("migrate.yml", env, "-e", f"tmi_run_dir={tmp_path}",
+                          "-e", "validate_min_postgresql_version=99")
+    assert result.returncode != 0
+    assert "is older than the minimum 99" in result.stdout
+    result = run_playbook("migrate.yml", env, "-e", f"tmi_run_dir={tmp_path}", "-e", "validate_min_redis_version=99.0")
+    assert result.returncode != 0
+    assert "older than the minimum 99.0" in result.stdout
