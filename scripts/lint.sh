@@ -4,6 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
 export PATH="$PWD/$VENV/bin:$PATH"
-ruff check plugins tests benchmarks scripts
+ruff check .
 yamllint --strict .
 ansible-lint --offline -q
