@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from tmi_testenv import fixture
 from tmi_testenv.servers import PostgresServer, RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
+COLLECTIONS = REPO / ".build" / "collections"
 _db_counter = itertools.count()
 
 
@@ -54,6 +57,11 @@ class Database:
         return {row[0] for row in self.query(
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
 
+    def module_args(self) -> dict:
+        """Connection options for a tmi.migration module, named as community.postgresql names them."""
+        return {"login_host": self.server.host, "login_port": self.server.port, "login_user": self.server.user,
+                "login_password": self.server.password, "login_db": self.name}
+
     def drop(self) -> None:
         self.conn.close()
         admin = self.server.connect()
@@ -82,3 +90,37 @@ def run_playbook(playbook: str, env: dict[str, str], *args: str) -> subprocess.C
     return subprocess.run([ansible_playbook, "-i", str(REPO / "inventories" / "local"),
                            str(REPO / "playbooks" / playbook), *args],
                           cwd=REPO, env=env, capture_output=True, text=True, check=False)
+
+
+class ModuleRun:
+    """A module process started in the background; ``result()`` waits and parses its JSON."""
+
+    def __init__(self, process: subprocess.Popen, args_file: str):
+        self.process = process
+        self.args_file = args_file
+
+    def result(self, timeout: float = 300) -> dict:
+        try:
+            stdout, stderr = self.process.communicate(timeout=timeout)
+        finally:
+            os.unlink(self.args_file)
+        try:
+            return json.loads(stdout)
+        except json.JSONDecodeError as error:
+            raise AssertionError(f"module printed no JSON (rc {self.process.returncode}): {stdout}{stderr}") from error
+
+
+def start_module(name: str, args: dict, check_mode: bool = False) -> ModuleRun:
+    """Run a module of this collection for real, as Ansible would run it on the target (args in a 0600 file)."""
+    assert (COLLECTIONS / "ansible_collections" / "tmi" / "migration").exists(), "run scripts/bootstrap.sh first"
+    handle, args_file = tempfile.mkstemp(prefix="tmi-module-args-", suffix=".json")
+    with os.fdopen(handle, "w") as out:
+        json.dump({"ANSIBLE_MODULE_ARGS": {**args, "_ansible_check_mode": check_mode}}, out)
+    process = subprocess.Popen([sys.executable, str(REPO / "plugins" / "modules" / f"{name}.py"), args_file],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(COLLECTIONS)})
+    return ModuleRun(process, args_file)
+
+
+def run_module(name: str, args: dict, check_mode: bool = False) -> dict:
+    return start_module(name, args, check_mode).result()

@@ -2,25 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_SNAPSHOT_SQL = """
-SELECT 'column ' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
-       || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
-       || coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), '')
-FROM pg_attribute a
-JOIN pg_class c ON c.oid = a.attrelid AND c.relkind = 'r'
-JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
-LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-WHERE a.attnum > 0 AND NOT a.attisdropped
-UNION ALL
-SELECT 'index ' || indexdef FROM pg_indexes WHERE schemaname = 'public'
-UNION ALL
-SELECT 'constraint ' || conrelid::regclass || ' ' || conname || ' ' || pg_get_constraintdef(oid)
-FROM pg_constraint WHERE connamespace = 'public'::regnamespace
-UNION ALL
-SELECT 'trigger ' || tgrelid::regclass || ' ' || tgname FROM pg_trigger WHERE NOT tgisinternal
-UNION ALL
-SELECT 'function ' || proname FROM pg_proc WHERE pronamespace = 'public'::regnamespace
-"""
+from tmi_testenv.fixture import schema_snapshot
 
 TABLES_ADDED = {1: "users", 2: "user_providers", 3: "threat_models", 4: "threat_model_access", 5: "diagrams",
                 6: "threats", 7: "documents", 8: "sources", 9: "metadata", 10: "refresh_tokens",
@@ -64,12 +46,12 @@ def test_fixture_applies_up_to_17_and_down_to_0_with_the_same_schema_at_each_ver
         check_version_specific_facts(tmi_db, version)
         state = tmi_db.query("SELECT version, dirty FROM schema_migrations")
         assert state == ([(version, False)] if version else [])
-        snapshots_up[version] = {row[0] for row in tmi_db.query(SCHEMA_SNAPSHOT_SQL)}
+        snapshots_up[version] = schema_snapshot(tmi_db.conn)
 
     for version in range(16, -1, -1):
         assert tmi_db.migrate(version) == version
         assert tmi_db.tables() == expected_tables(version)
-        snapshot = {row[0] for row in tmi_db.query(SCHEMA_SNAPSHOT_SQL)}
+        snapshot = schema_snapshot(tmi_db.conn)
         assert snapshot == snapshots_up[version], f"version {version} differs after coming down"
         assert tmi_db.query("SELECT version, dirty FROM schema_migrations") == ([(version, False)] if version else [])
 

@@ -13,6 +13,7 @@ the same seed gives the same database on every run.
 
 from __future__ import annotations
 
+import binascii
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,13 @@ class MigrationFile:
     title: str
     direction: str
     path: Path
+
+
+def golang_lock_id(database: str, schema: str, table: str) -> int:
+    """golang-migrate v4's advisory lock id (database/util.go), written out independently of the collection:
+    uint32(crc32.ChecksumIEEE(schema NUL table NUL database)) * uint32(1486364155)."""
+    crc = binascii.crc32(b"\x00".join(name.encode() for name in (schema, table, database))) & 0xFFFFFFFF
+    return (crc * 1486364155) & 0xFFFFFFFF
 
 
 def migration_files(directory: Path = MIGRATIONS_DIR) -> dict[int, dict[str, MigrationFile]]:
@@ -191,6 +199,38 @@ def generate(conn, threat_models: int, seed: int = 42) -> dict[str, int]:
             cur.execute(statement)
         cur.execute("ANALYZE")
     return row_counts(conn)
+
+
+_SCHEMA_SNAPSHOT_SQL = """
+SELECT 'column ' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
+       || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
+       || coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), '')
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid AND c.relkind = 'r'
+JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
+LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+WHERE a.attnum > 0 AND NOT a.attisdropped
+UNION ALL
+SELECT 'index ' || indexdef FROM pg_indexes WHERE schemaname = 'public'
+UNION ALL
+SELECT 'constraint ' || conrelid::regclass || ' ' || conname || ' ' || pg_get_constraintdef(oid)
+FROM pg_constraint WHERE connamespace = 'public'::regnamespace
+UNION ALL
+SELECT 'trigger ' || tgrelid::regclass || ' ' || tgname FROM pg_trigger WHERE NOT tgisinternal
+UNION ALL
+SELECT 'function ' || proname FROM pg_proc WHERE pronamespace = 'public'::regnamespace
+UNION ALL
+SELECT 'state ' || version || ' ' || dirty FROM schema_migrations
+"""
+
+
+def schema_snapshot(conn) -> set[str]:
+    """Every column, index, constraint, trigger and function of the public schema, plus the migration state."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('public.schema_migrations') IS NOT NULL")
+        query = _SCHEMA_SNAPSHOT_SQL if cur.fetchone()[0] else _SCHEMA_SNAPSHOT_SQL.rsplit("UNION ALL", 1)[0]
+        cur.execute(query)
+        return {row[0] for row in cur.fetchall()}
 
 
 def row_counts(conn) -> dict[str, int]:

@@ -1,0 +1,633 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, tmi.migration maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: pg_migrate
+short_description: Apply golang-migrate migration files to PostgreSQL, compatible with golang-migrate's own state
+version_added: 0.1.0
+description:
+  - Moves a database to an exact O(target_version) by applying a directory of golang-migrate files
+    (C({version}_{title}.up.sql) / C(.down.sql)), up or down.
+  - Keeps golang-migrate's state table (C(schema_migrations(version bigint, dirty boolean)), one row) and takes the
+    same advisory lock as golang-migrate v4's postgres driver, so either tool can take over from the other and the
+    two never run at once.
+  - Each file runs as golang-migrate runs it, the whole file as one statement batch (one implicit transaction); a
+    file holding statements that cannot run in a transaction (for example C(CREATE INDEX CONCURRENTLY)) runs
+    statement by statement. On failure the version is left dirty, as golang-migrate leaves it.
+  - Written for this collection because no Ansible module or Python library applies golang-migrate directories;
+    community.postgresql's M(community.postgresql.postgresql_script) runs one file without state or locking.
+  - Beyond golang-migrate, it retries on lock timeouts instead of queueing behind long transactions, can build the
+    indexes of an index-only migration online (C(CREATE INDEX CONCURRENTLY)), and keeps a history of applied files
+    with checksums so that an edited file is reported.
+options:
+  path:
+    description: Directory holding the migration files, on the host that runs the module.
+    type: path
+    required: true
+    version_added: 0.1.0
+  operation:
+    description:
+      - V(migrate) moves the database to O(target_version).
+      - V(status) reads the state and the plan without changing anything.
+      - V(force) sets the recorded version to O(target_version) and clears the dirty flag without running any
+        migration, like C(migrate force V). Use it after checking by hand what a failed migration left behind.
+    type: str
+    choices: [migrate, status, force]
+    default: migrate
+    version_added: 0.1.0
+  target_version:
+    description:
+      - The version to reach, V(latest) (the highest version with an up file), or V(0) for no migration applied.
+      - Unlike the runbook's C(migrate up 000016), which applies the next 16 migrations, this is the version the
+        database ends at.
+    type: str
+    default: latest
+    version_added: 0.1.0
+  allow_down:
+    description: Allow a plan that goes down. Down migrations drop schema and data, so this is never implied.
+    type: bool
+    default: false
+    version_added: 0.1.0
+  migrations_table:
+    description: Name of golang-migrate's state table.
+    type: str
+    default: schema_migrations
+    version_added: 0.1.0
+  migrations_schema:
+    description: Schema of the state table. Default is the session's C(current_schema()), as in golang-migrate.
+    type: str
+    version_added: 0.1.0
+  lock_wait_timeout:
+    description:
+      - Seconds to wait for the migration advisory lock held by another run (of this module or of golang-migrate).
+      - When it runs out the module fails and names the session that holds the lock.
+    type: float
+    default: 60
+    version_added: 0.1.0
+  lock_timeout:
+    description:
+      - PostgreSQL C(lock_timeout) for each migration, for example V(5s). A migration that cannot get a table lock
+        in this time is rolled back and retried, so it never queues for long in front of the application's queries.
+      - V(0) waits without limit (golang-migrate's behaviour).
+    type: str
+    default: 5s
+    version_added: 0.1.0
+  statement_timeout:
+    description: PostgreSQL C(statement_timeout) for each migration; V(0) means no limit.
+    type: str
+    default: "0"
+    version_added: 0.1.0
+  lock_retries:
+    description: How many times a migration that hit O(lock_timeout) is tried again before the module gives up.
+    type: int
+    default: 5
+    version_added: 0.1.0
+  lock_retry_delay:
+    description: Seconds before the first retry; each further retry waits twice as long.
+    type: float
+    default: 2
+    version_added: 0.1.0
+  online_index_builds:
+    description:
+      - For an up migration made only of C(CREATE INDEX) statements, build each index with
+        C(CREATE INDEX CONCURRENTLY) outside a transaction, so writes to the table go on during the build.
+      - An INVALID index left by an earlier failed build of the same name is dropped and rebuilt. If a build fails,
+        the INVALID leftover and the indexes this migration built are dropped, and the version stays where it was.
+    type: bool
+    default: false
+    version_added: 0.1.0
+  history_table:
+    description:
+      - Table (in O(migrations_schema)) where each applied file is recorded with its sha256, duration and time.
+        Later runs warn when an applied file has changed since. Empty string switches the history off.
+    type: str
+    default: tmi_migration_history
+    version_added: 0.1.0
+attributes:
+  check_mode:
+    support: full
+    description: Returns the plan (versions, titles, direction) and changes nothing.
+  diff_mode:
+    support: none
+extends_documentation_fragment:
+  - community.postgresql.postgres
+  - tmi.migration.postgres
+author:
+  - tmi.migration maintainers
+"""
+
+EXAMPLES = r"""
+- name: Migrate the TMI database to version 17
+  tmi.migration.pg_migrate:
+    path: /opt/tmi/auth/migrations
+    target_version: "17"
+    login_host: db.example.internal
+    login_user: tmi_migrator
+    login_password: "{{ vault_tmi_db_password }}"
+    login_db: tmi
+    online_index_builds: true
+
+- name: Show the current version and what would run
+  tmi.migration.pg_migrate:
+    path: /opt/tmi/auth/migrations
+    operation: status
+    login_db: tmi
+
+- name: Go back to version 15 (planned rollback)
+  tmi.migration.pg_migrate:
+    path: /opt/tmi/auth/migrations
+    target_version: "15"
+    allow_down: true
+    login_db: tmi
+
+- name: Clear a dirty state after checking the schema by hand (like migrate force 16)
+  tmi.migration.pg_migrate:
+    path: /opt/tmi/auth/migrations
+    operation: force
+    target_version: "16"
+    login_db: tmi
+"""
+
+RETURN = r"""
+version_before:
+  description: Version recorded before the run (0 when none).
+  returned: always
+  type: int
+  sample: 15
+version_after:
+  description: Version recorded after the run (in check mode, the version the plan ends at).
+  returned: always
+  type: int
+  sample: 17
+dirty:
+  description: Whether the recorded version is dirty after the run.
+  returned: always
+  type: bool
+  sample: false
+target_version:
+  description: The target, resolved to a number.
+  returned: always
+  type: int
+  sample: 17
+latest_version:
+  description: The highest version with an up file.
+  returned: always
+  type: int
+  sample: 17
+plan:
+  description: The steps from the current version to the target, in order.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"version": 16, "title": "add_performance_indexes", "direction": "up"}]
+applied:
+  description: The migrations applied, with timing and statement counts.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - version: 16
+      title: add_performance_indexes
+      direction: up
+      file: /opt/tmi/auth/migrations/000016_add_performance_indexes.up.sql
+      mode: online
+      statements: 13
+      attempts: 1
+      duration: 2.41
+lock_id:
+  description: The advisory lock id (golang-migrate's) for this database, schema and table.
+  returned: always
+  type: int
+  sample: 2815074539
+lock_holder:
+  description: The session holding the migration lock, when O(operation=status) finds one.
+  returned: when held by another session
+  type: dict
+edited_files:
+  description: Applied migrations whose file changed since it was applied (from the history table).
+  returned: always
+  type: list
+  elements: dict
+"""
+
+import time
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.common.text.converters import to_native
+from ansible_collections.tmi.migration.plugins.module_utils import migrations as files
+from ansible_collections.tmi.migration.plugins.module_utils.postgres import argument_spec, connect
+
+try:
+    import psycopg2
+    from psycopg2 import sql
+except ImportError:  # connect() reports it through missing_required_lib
+    psycopg2 = None
+
+LOCK_NOT_AVAILABLE = "55P03"
+APPLICATION_NAME = "tmi.migration.pg_migrate"
+
+
+class MigrationFailed(Exception):
+    pass
+
+
+class OnlineBuildFailed(Exception):
+    """An online index build failed; its leftovers and this migration's other builds were dropped."""
+
+    def __init__(self, error):
+        super(OnlineBuildFailed, self).__init__(to_native(error))
+        self.error = error
+
+
+class Migrator(object):
+    """golang-migrate's postgres driver semantics on one autocommit psycopg2 connection."""
+
+    def __init__(self, module, conn):
+        self.module = module
+        self.conn = conn
+        params = module.params
+        with conn.cursor() as cur:
+            cur.execute("SELECT current_database(), current_schema()")
+            self.database, current_schema = cur.fetchone()
+        self.schema = params["migrations_schema"] or current_schema
+        if self.schema is None:
+            module.fail_json(msg="No current schema: the search_path names no existing schema. Set migrations_schema.")
+        self.table = params["migrations_table"]
+        self.history = params["history_table"] or None
+        self.lock_id = files.advisory_lock_id(self.database, self.schema, self.table)
+        self.locked = False
+
+    def _ident(self, name):
+        return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(name))
+
+    def execute(self, query, args=None):
+        with self.conn.cursor() as cur:
+            cur.execute(query, args)
+            return cur.fetchall() if cur.description else None
+
+    # --- state -------------------------------------------------------------------------
+    def table_exists(self, name):
+        return bool(self.execute("SELECT to_regclass(%s) IS NOT NULL",
+                                 (sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(name))
+                                  .as_string(self.conn),))[0][0])
+
+    def read_state(self):
+        if not self.table_exists(self.table):
+            return files.NIL_VERSION, False
+        rows = self.execute(sql.SQL("SELECT version, dirty FROM {} LIMIT 1").format(self._ident(self.table)))
+        if not rows:
+            return files.NIL_VERSION, False
+        version, dirty = int(rows[0][0]), bool(rows[0][1])
+        return (files.NIL_VERSION if version < 0 else version), dirty
+
+    def ensure_state_table(self):
+        self.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (version bigint not null primary key, "
+                             "dirty boolean not null)").format(self._ident(self.table)))
+
+    def set_version(self, version, dirty):
+        """golang-migrate's SetVersion: TRUNCATE and INSERT in one transaction; nil + dirty is stored as -1."""
+        with self.conn.cursor() as cur:
+            cur.execute("BEGIN")
+            try:
+                cur.execute(sql.SQL("TRUNCATE {}").format(self._ident(self.table)))
+                if version != files.NIL_VERSION or dirty:
+                    cur.execute(sql.SQL("INSERT INTO {} (version, dirty) VALUES (%s, %s)").format(
+                        self._ident(self.table)), (version if version != files.NIL_VERSION else -1, dirty))
+                cur.execute("COMMIT")
+            except Exception:
+                cur.execute("ROLLBACK")
+                raise
+
+    # --- lock --------------------------------------------------------------------------
+    def acquire_lock(self, wait_seconds):
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            if self.execute("SELECT pg_try_advisory_lock(%s)", (self.lock_id,))[0][0]:
+                self.locked = True
+                return
+            if time.monotonic() >= deadline:
+                holder = self.lock_holder()
+                who = ("pid %(pid)s (application_name '%(application_name)s', user %(user)s from %(client)s, "
+                       "connected since %(backend_start)s, state %(state)s)" % holder) if holder else "another session"
+                self.module.fail_json(
+                    msg="Another migration holds the lock (advisory lock %d on database %s, %s.%s): %s. Waited %ss. "
+                        "Wait for it to finish, or if it is stuck, end that session "
+                        "(SELECT pg_terminate_backend(pid)) and run again."
+                        % (self.lock_id, self.database, self.schema, self.table, who, wait_seconds),
+                    lock_id=self.lock_id, lock_holder=holder)
+            time.sleep(0.2)
+
+    def lock_holder(self):
+        rows = self.execute(
+            "SELECT a.pid, a.application_name, a.usename, coalesce(a.client_addr::text, 'local socket'), "
+            "a.backend_start::text, a.state FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = %s AND l.objid::bigint = %s "
+            "AND l.objsubid = 1 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND a.pid <> pg_backend_pid()", (self.lock_id >> 32, self.lock_id & 0xFFFFFFFF))
+        if not rows:
+            return None
+        keys = ("pid", "application_name", "user", "client", "backend_start", "state")
+        return dict(zip(keys, rows[0]))
+
+    def release_lock(self):
+        if self.locked and not self.conn.closed:
+            self.execute("SELECT pg_advisory_unlock(%s)", (self.lock_id,))
+            self.locked = False
+
+    # --- history -----------------------------------------------------------------------
+    def ensure_history_table(self):
+        if self.history:
+            self.execute(sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (id bigserial PRIMARY KEY, version bigint NOT NULL, "
+                "title text NOT NULL, direction text NOT NULL, sha256 text NOT NULL, "
+                "applied_at timestamptz NOT NULL DEFAULT now(), duration_ms bigint NOT NULL, "
+                "applied_by text NOT NULL DEFAULT current_user, mode text NOT NULL)").format(self._ident(self.history)))
+
+    def record_history(self, migration, direction, path, duration, mode):
+        if self.history:
+            self.execute(sql.SQL("INSERT INTO {} (version, title, direction, sha256, duration_ms, mode) "
+                                 "VALUES (%s, %s, %s, %s, %s, %s)").format(self._ident(self.history)),
+                         (migration.version, migration.title, direction, files.file_sha256(path),
+                          int(duration * 1000), mode))
+
+    def edited_files(self, migrations, current):
+        if not self.history or not self.table_exists(self.history):
+            return []
+        rows = self.execute(sql.SQL(
+            "SELECT DISTINCT ON (version) version, direction, sha256, applied_at::text FROM {} "
+            "ORDER BY version, id DESC").format(self._ident(self.history)))
+        edited = []
+        for version, direction, digest, applied_at in rows:
+            migration = migrations.get(int(version))
+            if direction != "up" or version > current or migration is None or migration.up is None:
+                continue
+            now = files.file_sha256(migration.up)
+            if now != digest:
+                edited.append(dict(version=int(version), file=migration.up, applied_at=applied_at,
+                                   sha256_applied=digest, sha256_now=now))
+        return edited
+
+    # --- running -----------------------------------------------------------------------
+    def _session_timeouts(self):
+        self.execute("SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
+                     (self.module.params["lock_timeout"], self.module.params["statement_timeout"]))
+
+    def _reset_timeouts(self):
+        self.execute("RESET lock_timeout; RESET statement_timeout")
+
+    def apply(self, migration, direction, version_after, version_before):
+        """Run one step with retries on lock timeouts; return its result dict or raise MigrationFailed."""
+        path = migration.path(direction)
+        with open(path, "r") as handle:
+            body = handle.read()
+        online = (self.module.params["online_index_builds"] and direction == "up" and files.is_index_only(body))
+        mode = "online" if online else ("autocommit" if files.needs_autocommit(body) else "transaction")
+        statements = len(files.split_statements(body))
+        retries, delay = self.module.params["lock_retries"], self.module.params["lock_retry_delay"]
+        attempt = 0
+        started = time.monotonic()
+        while True:
+            attempt += 1
+            self.set_version(version_after, True)
+            self._session_timeouts()
+            try:
+                if online:
+                    attempt = self._run_online(body, retries, delay)
+                elif mode == "autocommit":
+                    for statement in files.split_statements(body):
+                        self.execute(statement)
+                else:
+                    self.execute(body)
+            except (psycopg2.Error, OnlineBuildFailed) as failure:
+                self._reset_timeouts()
+                error = failure.error if isinstance(failure, OnlineBuildFailed) else failure
+                # A lock timeout rolls the whole batch back; a failed online build was undone: nothing remains.
+                retryable = error.pgcode == LOCK_NOT_AVAILABLE and mode == "transaction"
+                clean = retryable or online
+                if clean:
+                    self.set_version(version_before, False)
+                if retryable and attempt <= retries:
+                    time.sleep(delay * (2 ** (attempt - 1)))
+                    continue
+                raise MigrationFailed(self._failure_message(migration, direction, path, body, error, attempt, clean,
+                                                            version_before, version_after, mode)) from failure
+            self._reset_timeouts()
+            duration = time.monotonic() - started
+            self.set_version(version_after, False)
+            self.record_history(migration, direction, path, duration, mode)
+            return dict(version=migration.version, title=migration.title, direction=direction, file=path, mode=mode,
+                        statements=statements, attempts=attempt, duration=round(duration, 3))
+
+    def _index_state(self, schema, name):
+        rows = self.execute(
+            "SELECT i.indisvalid FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relname = %s AND n.nspname = %s",
+            (name, schema or self.schema))
+        return None if not rows else ("valid" if rows[0][0] else "invalid")
+
+    def _drop_index(self, schema, name):
+        self.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}.{}").format(
+            sql.Identifier(schema or self.schema), sql.Identifier(name)))
+
+    def _run_online(self, body, retries, delay):
+        """Build each index CONCURRENTLY, retrying one build on lock timeouts; undo everything on failure.
+
+        Returns the largest number of attempts any build needed.
+        """
+        built, most_attempts = [], 1
+        try:
+            for name, schema, statement in files.concurrent_index_builds(body):
+                existed = self._index_state(schema, name)
+                if existed == "invalid":  # leftover of an earlier failed build of the same index
+                    self._drop_index(schema, name)
+                    existed = None
+                attempt = 0
+                while True:
+                    attempt += 1
+                    try:
+                        self.execute(statement)
+                        break
+                    except psycopg2.Error as error:
+                        # A failed CONCURRENTLY build leaves an INVALID index behind.
+                        if self._index_state(schema, name) == "invalid":
+                            self._drop_index(schema, name)
+                        if error.pgcode != LOCK_NOT_AVAILABLE or attempt > retries:
+                            raise
+                        time.sleep(delay * (2 ** (attempt - 1)))
+                most_attempts = max(most_attempts, attempt)
+                if existed is None:
+                    built.append((schema, name))
+        except psycopg2.Error as error:
+            self._reset_timeouts()
+            for schema, name in built:
+                self._drop_index(schema, name)
+            raise OnlineBuildFailed(error) from error
+        return most_attempts
+
+    def _failure_message(self, migration, direction, path, body, error, attempts, clean, version_before,
+                         version_after, mode):
+        diag = error.diag
+        line, statement = files.locate_error(body, getattr(diag, "statement_position", None))
+        reason = (diag.message_primary or to_native(error)).strip()
+        if diag.message_detail:
+            reason += " (%s)" % diag.message_detail.strip()
+        where = "%s failed%s" % (path, " at line %d" % line if line else "")
+        text = "Migration %d %s (%s) %s: %s [SQLSTATE %s]." % (migration.version, migration.title, direction, where,
+                                                              reason, error.pgcode)
+        if statement:
+            text += " Statement: %s" % (statement if len(statement) < 600 else statement[:600] + " ...")
+        if clean:
+            if error.pgcode == LOCK_NOT_AVAILABLE:
+                text += (" It could not get its locks within lock_timeout after %d attempts: a long transaction "
+                         "holds a lock on the table. Nothing was changed; the version stays %d. Retry when the "
+                         "blocking session is gone (see pg_stat_activity), or raise lock_retries." %
+                         (attempts, version_before))
+            else:
+                text += " Nothing of it remains; the version stays %d. Fix the cause and run again." % version_before
+            return text
+        undone = ("The whole file was rolled back, so the schema is still at version %d." % version_before
+                  if mode == "transaction" else
+                  "The file ran statement by statement, so the statements before the failing one are applied.")
+        return text + (" %s The database is now marked dirty at version %d, as golang-migrate marks it. To recover: "
+                       "fix the migration or the data, then run operation=force with target_version=%d (the version "
+                       "the schema is really at; changes no schema) and migrate again; or run playbooks/rollback.yml "
+                       "to restore the backup." % (undone, version_after,
+                                                   version_before if mode == "transaction" else version_after))
+
+
+def _plan_dicts(steps):
+    return [dict(version=m.version, title=m.title, direction=d) for m, d, _after in steps]
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=argument_spec(
+            path=dict(type="path", required=True),
+            operation=dict(type="str", choices=["migrate", "status", "force"], default="migrate"),
+            target_version=dict(type="str", default="latest"),
+            allow_down=dict(type="bool", default=False),
+            migrations_table=dict(type="str", default="schema_migrations"),
+            migrations_schema=dict(type="str"),
+            lock_wait_timeout=dict(type="float", default=60),
+            lock_timeout=dict(type="str", default="5s"),
+            statement_timeout=dict(type="str", default="0"),
+            lock_retries=dict(type="int", default=5),
+            lock_retry_delay=dict(type="float", default=2),
+            online_index_builds=dict(type="bool", default=False),
+            history_table=dict(type="str", default="tmi_migration_history"),
+        ),
+        supports_check_mode=True,
+    )
+    if files.pglast is None:
+        module.fail_json(msg=missing_required_lib("pglast"), exception=files.PGLAST_IMPORT_ERROR)
+    params = module.params
+    operation = params["operation"]
+
+    # Everything about the files is checked before the database is touched.
+    try:
+        migrations = files.read_migrations(params["path"])
+        target = files.resolve_target(migrations, params["target_version"])
+        latest = files.resolve_target(migrations, "latest")
+        for migration in migrations.values():
+            for path in (migration.up, migration.down):
+                if path:
+                    files.split_statements(open(path).read())
+    except files.MigrationError as error:
+        module.fail_json(msg=to_native(error))
+    except files.pglast.parser.ParseError as error:
+        module.fail_json(msg="A migration file does not parse as PostgreSQL SQL: %s. Fix the file before migrating."
+                             % to_native(error))
+
+    conn = connect(module, APPLICATION_NAME, autocommit=True)
+    migrator = Migrator(module, conn)
+    result = dict(changed=False, lock_id=migrator.lock_id, target_version=target, latest_version=latest,
+                  applied=[], plan=[], edited_files=[])
+    try:
+        before, dirty = migrator.read_state()
+        result.update(version_before=before, version_after=before, dirty=dirty)
+        try:
+            steps = files.plan(migrations, before, target) if operation == "migrate" or operation == "status" else []
+        except files.MigrationError as error:
+            if operation == "migrate":
+                module.fail_json(msg=to_native(error), **result)
+            steps = []
+            result["plan_error"] = to_native(error)
+        result["plan"] = _plan_dicts(steps)
+        result["edited_files"] = migrator.edited_files(migrations, before)
+        for edited in result["edited_files"]:
+            module.warn("Migration %(version)d (%(file)s) changed since it was applied on %(applied_at)s; "
+                        "the database holds what the old file did." % edited)
+
+        if operation == "status":
+            holder = migrator.lock_holder()
+            if holder:
+                result["lock_holder"] = holder
+            module.exit_json(**result)
+
+        if operation == "force":
+            result["changed"] = (before, dirty) != (target, False)
+            result.update(version_after=target, dirty=False)
+            if result["changed"] and not module.check_mode:
+                migrator.acquire_lock(params["lock_wait_timeout"])
+                migrator.ensure_state_table()
+                migrator.set_version(target, False)
+            module.exit_json(**result)
+
+        if dirty:
+            module.fail_json(
+                msg="The database is dirty at version %d: a migration failed part-way and nothing will run on top of "
+                    "it. Inspect the schema, then either run operation=force with target_version set to the version "
+                    "the schema is really at (this changes no schema, like 'migrate force V') and migrate again, or "
+                    "run playbooks/rollback.yml to restore the backup." % before, **result)
+        if target < before and not params["allow_down"]:
+            module.fail_json(
+                msg="target_version %d is below the database's version %d: going down runs down migrations that "
+                    "drop schema and data. Set allow_down: true to confirm, or check target_version."
+                    % (target, before), **result)
+        if not steps:
+            module.exit_json(**result)
+        result["changed"] = True
+        if module.check_mode:
+            result["version_after"] = target
+            module.exit_json(**result)
+
+        migrator.acquire_lock(params["lock_wait_timeout"])
+        # Another run may have moved the database while we waited for the lock: plan again.
+        before, dirty = migrator.read_state()
+        if dirty:
+            module.fail_json(msg="The database became dirty at version %d while this run waited for the lock: "
+                                 "another run failed. Inspect it before going on." % before, **result)
+        steps = files.plan(migrations, before, target)
+        result.update(version_before=before, plan=_plan_dicts(steps), changed=bool(steps))
+        migrator.ensure_state_table()
+        migrator.ensure_history_table()
+        current = before
+        for migration, direction, after in steps:
+            try:
+                result["applied"].append(migrator.apply(migration, direction, after, current))
+            except MigrationFailed as failure:
+                result["version_after"], result["dirty"] = migrator.read_state()
+                result["changed"] = True
+                module.fail_json(msg=to_native(failure), **result)
+            current = after
+        result["version_after"], result["dirty"] = migrator.read_state()
+        module.exit_json(**result)
+    except psycopg2.Error as error:
+        module.fail_json(msg="PostgreSQL error while managing migration state: %s" % to_native(error).strip(),
+                         exception=traceback.format_exc(), **result)
+    finally:
+        try:
+            migrator.release_lock()
+        finally:
+            conn.close()
+
+
+if __name__ == "__main__":
+    main()
