@@ -63,7 +63,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
               f"Redis {redis_server.server_version} on 127.0.0.1:{redis_server.port}; "
               f"database '{args.db}' at version {args.seed_version} with {sum(counts.values())} rows "
               f"(seeded in {time.monotonic() - started:.1f}s)", flush=True)
-        env = {**os.environ, **pg.env(args.db), **redis_server.env()}
+        env = {**os.environ, **pg.env(args.db), **redis_server.env(),
+               "TMI_MIGRATIONS_PATH": str(fixture.MIGRATIONS_DIR)}
         return subprocess.run(command, env=env, check=False).returncode
     except ServerError as error:
         print(f"tmi_testenv: {error}", file=sys.stderr)
