@@ -77,8 +77,13 @@ def tmi_db(pg_server):
     db.drop()
 
 
-def ansible_env(pg: PostgresServer, redis_server: RedisServer | None, dbname: str) -> dict[str, str]:
-    env = {**os.environ, **pg.env(dbname), "ANSIBLE_FORCE_COLOR": "0", "PYTHONPATH": str(REPO / "tests")}
+def ansible_env(pg: PostgresServer, redis_server: RedisServer | None, dbname: str,
+                workdir: Path | None = None) -> dict[str, str]:
+    """The environment inventories/local reads; backups and run records go under workdir when given."""
+    env = {**os.environ, **pg.env(dbname), "ANSIBLE_FORCE_COLOR": "0", "PYTHONPATH": str(REPO / "tests"),
+           "TMI_MIGRATIONS_PATH": str(fixture.MIGRATIONS_DIR)}
+    if workdir is not None:
+        env.update(TMI_BACKUP_DIR=str(workdir / "backups"), TMI_RUN_DIR=str(workdir / "runs"))
     if redis_server is not None:
         env.update(redis_server.env())
     return env

@@ -49,10 +49,15 @@ def ensure_psycopg2(module):
         module.fail_json(msg=missing_required_lib("psycopg2"), exception=PSYCOPG2_IMPORT_ERROR)
 
 
-def connect(module, application_name, autocommit=False):
-    """Open a psycopg2 connection from the module's connection options, or fail with a clear message."""
+def connect(module, application_name, autocommit=False, dbname=None):
+    """Open a psycopg2 connection from the module's connection options, or fail with a clear message.
+
+    ``dbname`` connects to another database than ``login_db`` with the same credentials.
+    """
     ensure_psycopg2(module)
     params = get_conn_params(module, module.params, warn_db_default=False)
+    if dbname:
+        params["dbname"] = dbname
     params.setdefault("application_name", application_name)
     try:
         conn = psycopg2.connect(**params)

@@ -354,4 +354,4 @@ class RedisServer:
     def env(self) -> dict[str, str]:
         return {"TMI_REDIS_HOST": self.host, "TMI_REDIS_PORT": str(self.port),
                 "TMI_REDIS_PASSWORD": self.password, "TMI_REDIS_SERVER_VERSION": self.server_version,
-                "TMI_REDIS_CONFIG_FILE": str(self.config_file)}
+                "TMI_REDIS_CONFIG_FILE": str(self.config_file), "TMI_REDIS_CLI": str(self.binary.parent / "redis-cli")}

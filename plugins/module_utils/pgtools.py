@@ -1,0 +1,105 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, tmi.migration maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Running PostgreSQL client programs (pg_dump, pg_restore) safely from modules.
+
+* The password never reaches a command line or the environment of the child: it goes
+  into a pgpass file created 0600 in a private temporary directory and removed afterwards.
+* Connection options become a libpq connection string *without* the password, built
+  from community.postgresql's ``get_conn_params`` so it matches what the modules connect to.
+* A client older than the server cannot dump it: the major versions are checked first.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+
+from ansible_collections.community.postgresql.plugins.module_utils.postgres import get_conn_params
+
+_CONNINFO_KEYS = ("host", "port", "user", "dbname", "sslmode", "sslrootcert", "sslcert", "sslkey",
+                  "application_name")
+
+
+def find_binary(module, bin_dir, name):
+    """Path of a client program in bin_dir (or PATH when empty), or fail naming the remedy."""
+    if bin_dir:
+        path = os.path.join(bin_dir, name)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+        module.fail_json(msg="%s not found in %s. Set pg_bin_dir (tmi_pg_bin_dir) to the directory holding the "
+                             "PostgreSQL client programs of the server's major version." % (name, bin_dir))
+    path = shutil.which(name)
+    if not path:
+        module.fail_json(msg="%s is not on PATH. Install the PostgreSQL client programs of the server's major version "
+                             "(for example apt-get install postgresql-client-<major>) or set pg_bin_dir." % name)
+    return path
+
+
+def client_major(path):
+    output = subprocess.run([path, "--version"], capture_output=True, text=True, check=False).stdout
+    match = re.search(r"(\d+)(?:\.\d+)?", output)
+    return int(match.group(1)) if match else None
+
+
+def check_client_version(module, path, server_version_num):
+    """pg_dump refuses servers newer than itself; say so before any work starts."""
+    server_major = int(server_version_num) // 10000
+    major = client_major(path)
+    if major is None or major < server_major:
+        module.fail_json(msg="%s is version %s but the server is PostgreSQL %d: a client older than the server "
+                             "cannot dump or restore it. Point pg_bin_dir (tmi_pg_bin_dir) at PostgreSQL %d or newer "
+                             "client programs." % (path, major, server_major, server_major))
+    return major
+
+
+def _quote(value):
+    return "'%s'" % str(value).replace("\\", "\\\\").replace("'", "\\'")
+
+
+def conninfo(module, dbname, application_name):
+    """A libpq connection string for dbname from the module's options, without the password."""
+    params = get_conn_params(module, module.params, warn_db_default=False)
+    params["dbname"] = dbname
+    params.setdefault("application_name", application_name)
+    return " ".join("%s=%s" % (key, _quote(params[key])) for key in _CONNINFO_KEYS if params.get(key) not in (None, ""))
+
+
+class PasswordFile(object):
+    """A pgpass file holding the module's password, 0600 in a private directory, removed on exit.
+
+    Use as ``with PasswordFile(module) as env: subprocess.run(..., env=env)``.
+    """
+
+    def __init__(self, module):
+        self.password = module.params.get("login_password") or ""
+        self.directory = None
+
+    def __enter__(self):
+        env = dict(os.environ)
+        env.pop("PGPASSWORD", None)
+        self.directory = tempfile.mkdtemp(prefix="tmi-pgpass-")  # mode 0700
+        path = os.path.join(self.directory, "pgpass")
+        escaped = self.password.replace("\\", "\\\\").replace(":", "\\:")
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write("*:*:*:*:%s\n" % escaped)
+        env["PGPASSFILE"] = path
+        return env
+
+    def __exit__(self, *exc_info):
+        shutil.rmtree(self.directory, ignore_errors=True)
+        return False
+
+
+def run(argv, env):
+    """Run a client program; return None, or its error output (which never holds the password)."""
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        return result.stderr.strip() or result.stdout.strip() or "exit status %d" % result.returncode
+    return None

@@ -1,0 +1,82 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, tmi.migration maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Data snapshots: per-table row count and an order-independent content checksum, and their comparison.
+
+Written here because no library computes them: the checksum is the sum, as an exact
+numeric, of the first 64 bits of md5(row text) over every row of a table. A sum does
+not depend on row order (so it equals across a dump and restore, or a VACUUM FULL), and
+any change of any column of any row changes it. It is computed by the server in one
+sequential pass per table, the same SQL everywhere it is used (backup, restore
+verification, integrity checks), so the figures are comparable.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+try:
+    from psycopg2 import sql
+except ImportError:  # the modules report the missing library
+    sql = None
+
+USER_TABLES_SQL = (
+    "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+    "AND n.nspname NOT LIKE 'pg_toast%%' AND n.nspname NOT LIKE 'pg_temp%%' ORDER BY 1, 2")
+
+
+def user_tables(cursor):
+    """[(schema, table)] of every ordinary table outside the system schemas."""
+    cursor.execute(USER_TABLES_SQL)
+    return [(row[0], row[1]) for row in cursor.fetchall()]
+
+
+def table_figures(cursor, schema, table):
+    """(row count, checksum as a decimal string) of one table."""
+    cursor.execute(sql.SQL(
+        "SELECT count(*), coalesce(sum(('x' || substr(md5(t::text), 1, 16))::bit(64)::bigint::numeric), 0)::text "
+        "FROM {}.{} AS t").format(sql.Identifier(schema), sql.Identifier(table)))
+    count, checksum = cursor.fetchone()
+    return int(count), checksum
+
+
+def take(cursor, tables=None):
+    """{'schema.table': {'rows': n, 'checksum': '...'}} for the given or all user tables."""
+    figures = {}
+    for schema, table in (tables if tables is not None else user_tables(cursor)):
+        rows, checksum = table_figures(cursor, schema, table)
+        figures["%s.%s" % (schema, table)] = {"rows": rows, "checksum": checksum}
+    return figures
+
+
+def compare(expected, actual, ignore=()):
+    """Differences between two snapshots: [{'table', 'problem', 'expected', 'actual'}], empty when equal."""
+    differences = []
+    for name in sorted(set(expected) | set(actual)):
+        if name in ignore:
+            continue
+        want, have = expected.get(name), actual.get(name)
+        if want is None:
+            differences.append(dict(table=name, problem="unexpected table", expected=None, actual=have))
+        elif have is None:
+            differences.append(dict(table=name, problem="missing table", expected=want, actual=None))
+        elif want["rows"] != have["rows"]:
+            differences.append(dict(table=name, problem="row count differs", expected=want, actual=have))
+        elif want["checksum"] != have["checksum"]:
+            differences.append(dict(table=name, problem="content differs", expected=want, actual=have))
+    return differences
+
+
+def describe(differences, limit=10):
+    """One line per difference, for error messages."""
+    lines = []
+    for diff in differences[:limit]:
+        if diff["problem"] == "row count differs":
+            lines.append("%s: %d rows expected, %d found" % (diff["table"], diff["expected"]["rows"],
+                                                             diff["actual"]["rows"]))
+        else:
+            lines.append("%s: %s" % (diff["table"], diff["problem"]))
+    if len(differences) > limit:
+        lines.append("... and %d more" % (len(differences) - limit))
+    return "; ".join(lines)

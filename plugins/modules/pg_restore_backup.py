@@ -1,0 +1,317 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, tmi.migration maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: pg_restore_backup
+short_description: Restore a tmi.migration backup into a new database, verify it, and optionally swap it into place
+version_added: 0.1.0
+description:
+  - Checks every file of a backup made by M(tmi.migration.pg_backup) against the sha256 in its manifest, creates
+    O(target_db) (which must not exist), restores with parallel C(pg_restore --exit-on-error), and compares every
+    table's row count and content checksum with the figures the manifest recorded in the dump's snapshot.
+  - Any failure drops O(target_db) again; an existing database is never touched before the restore is verified.
+  - With O(replace), swaps the verified database into place - connections to the live database are refused and
+    ended, the live database is renamed to O(keep_old_as), and O(target_db) takes its name. The old database is kept
+    for an operator to drop (or dropped with O(drop_old)). This replaces the runbook's C(dropdb && createdb && psql <),
+    which leaves no database at all when the restore fails halfway.
+  - With O(verify_only), compares an existing O(target_db) with the manifest and changes nothing.
+  - Written for this collection because M(community.postgresql.postgresql_db) (C(state=restore)) neither verifies
+    a restore nor swaps databases. The password reaches pg_restore through a temporary C(0600) pgpass file.
+  - The connecting user needs C(CREATEDB) (and ownership of, or superuser over, the live database for O(replace)).
+options:
+  backup:
+    description: Directory of the backup (holding C(manifest.json)).
+    type: path
+    required: true
+    version_added: 0.1.0
+  target_db:
+    description: Database to restore into; must not exist (except with O(verify_only)).
+    type: str
+    required: true
+    version_added: 0.1.0
+  pg_bin_dir:
+    description: Directory of C(pg_restore); empty uses C(PATH).
+    type: path
+    default: ""
+    version_added: 0.1.0
+  jobs:
+    description: Parallel pg_restore jobs.
+    type: int
+    default: 2
+    version_added: 0.1.0
+  verify:
+    description: Compare the restored data with the manifest's figures (a difference fails and drops O(target_db)).
+    type: bool
+    default: true
+    version_added: 0.1.0
+  verify_only:
+    description: Only compare the existing O(target_db) with the manifest.
+    type: bool
+    default: false
+    version_added: 0.1.0
+  drop_after:
+    description: Drop O(target_db) after a successful verification (a scratch restore that proves the backup).
+    type: bool
+    default: false
+    version_added: 0.1.0
+  replace:
+    description: Name of the live database to replace with the verified O(target_db).
+    type: str
+    version_added: 0.1.0
+  keep_old_as:
+    description: New name of the replaced database. Required with O(replace).
+    type: str
+    version_added: 0.1.0
+  drop_old:
+    description: Drop the replaced database after the swap instead of keeping it.
+    type: bool
+    default: false
+    version_added: 0.1.0
+attributes:
+  check_mode:
+    support: full
+    description: Checks the manifest checksums, the tools and the names; restores nothing.
+  diff_mode:
+    support: none
+notes:
+  - O(login_db) names the database to connect to for C(CREATE DATABASE) and the swap, for example C(postgres).
+extends_documentation_fragment:
+  - community.postgresql.postgres
+  - tmi.migration.postgres
+author:
+  - tmi.migration maintainers
+"""
+
+EXAMPLES = r"""
+- name: Prove a backup by restoring it into a scratch database
+  tmi.migration.pg_restore_backup:
+    backup: /var/backups/tmi-migration/tmi/20261124T010000Z-1
+    target_db: tmi_verify_20261124t010000z_1
+    drop_after: true
+    login_db: postgres
+
+- name: Emergency restore beside the live database, then swap
+  tmi.migration.pg_restore_backup:
+    backup: /var/backups/tmi-migration/tmi/20261124T010000Z-1
+    target_db: tmi_restore_20261124t010000z_1
+    replace: tmi
+    keep_old_as: tmi_before_restore_20261124t010000z_1
+    login_db: postgres
+"""
+
+RETURN = r"""
+target_db:
+  description: The database restored into (after a swap, its name is O(replace)).
+  returned: always
+  type: str
+verified:
+  description: Whether every table's figures equal the manifest's.
+  returned: always
+  type: bool
+differences:
+  description: Tables whose figures differ from the manifest.
+  returned: when verification ran
+  type: list
+  elements: dict
+old_db:
+  description: The name the replaced database now has (absent if O(drop_old)).
+  returned: when O(replace) was done
+  type: str
+duration:
+  description: Seconds spent restoring and verifying.
+  returned: when a restore ran
+  type: float
+"""
+
+import json
+import os
+import time
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.common.text.converters import to_native
+from ansible_collections.tmi.migration.plugins.module_utils import pgtools, snapshot
+from ansible_collections.tmi.migration.plugins.module_utils.migrations import file_sha256
+from ansible_collections.tmi.migration.plugins.module_utils.postgres import argument_spec, connect
+
+try:
+    import psycopg2
+    from psycopg2 import sql
+except ImportError:  # connect() reports it
+    psycopg2 = None
+
+APPLICATION_NAME = "tmi.migration.pg_restore_backup"
+MAX_IDENTIFIER = 63
+
+
+def load_manifest(module, backup):
+    path = os.path.join(backup, "manifest.json")
+    if not os.path.isfile(path):
+        module.fail_json(msg="%s has no manifest.json: it is not a complete tmi.migration backup. Nothing was changed."
+                             % backup)
+    with open(path) as handle:
+        manifest = json.load(handle)
+    dump = os.path.join(backup, manifest["dump"])
+    for name, expected in sorted(manifest["files"].items()):
+        path = os.path.join(dump, name)
+        if not os.path.isfile(path):
+            module.fail_json(msg="Backup file %s is missing; the backup cannot be restored. Nothing was changed."
+                                 % path)
+        if os.path.getsize(path) != expected["size"] or file_sha256(path) != expected["sha256"]:
+            module.fail_json(msg="Backup file %s does not match the sha256 recorded in its manifest: the backup is "
+                                 "damaged. Use another backup. Nothing was changed." % path)
+    return manifest, dump
+
+
+class Restorer(object):
+    def __init__(self, module):
+        self.module = module
+        self.admin = connect(module, APPLICATION_NAME, autocommit=True)
+
+    def execute(self, query, args=None):
+        with self.admin.cursor() as cur:
+            cur.execute(query, args)
+            return cur.fetchall() if cur.description else None
+
+    def exists(self, name):
+        return bool(self.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)))
+
+    def create(self, name, manifest):
+        self.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING %s LC_COLLATE %s LC_CTYPE %s").format(
+            sql.Identifier(name)), (manifest["encoding"], manifest["lc_collate"], manifest["lc_ctype"]))
+
+    def drop(self, name):
+        self.end_sessions(name)
+        self.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+    def end_sessions(self, name):
+        self.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                     "AND pid <> pg_backend_pid()", (name,))
+
+    def figures(self, name):
+        conn = connect(self.module, APPLICATION_NAME, dbname=name)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                return snapshot.take(cur)
+        finally:
+            conn.close()
+
+    def swap(self, live, new, old):
+        """Put ``new`` in place of ``live``, keeping ``live`` as ``old``; refuse connections meanwhile."""
+        ident = sql.Identifier
+        self.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(ident(live)))
+        try:
+            for _attempt in range(20):  # sessions may take a moment to end after pg_terminate_backend
+                self.end_sessions(live)
+                try:
+                    self.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(ident(live), ident(old)))
+                    break
+                except psycopg2.errors.ObjectInUse:
+                    time.sleep(0.25)
+            else:
+                raise RuntimeError("sessions to %s kept reconnecting; the swap was not done" % live)
+        finally:
+            current = old if self.exists(old) else live
+            self.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(ident(current)))
+        self.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(ident(new), ident(live)))
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=argument_spec(
+            backup=dict(type="path", required=True),
+            target_db=dict(type="str", required=True),
+            pg_bin_dir=dict(type="path", default=""),
+            jobs=dict(type="int", default=2),
+            verify=dict(type="bool", default=True),
+            verify_only=dict(type="bool", default=False),
+            drop_after=dict(type="bool", default=False),
+            replace=dict(type="str"),
+            keep_old_as=dict(type="str"),
+            drop_old=dict(type="bool", default=False),
+        ),
+        required_by=dict(replace="keep_old_as"),
+        mutually_exclusive=[("replace", "drop_after"), ("verify_only", "replace"), ("verify_only", "drop_after")],
+        supports_check_mode=True,
+    )
+    params = module.params
+    target, live, old = params["target_db"], params["replace"], params["keep_old_as"]
+    for name in (target, live, old):
+        if name and len(name.encode("utf-8")) > MAX_IDENTIFIER:
+            module.fail_json(msg="Database name %r is longer than PostgreSQL's %d bytes and would be cut short; "
+                                 "choose a shorter name. Nothing was changed." % (name, MAX_IDENTIFIER))
+    manifest, dump = load_manifest(module, params["backup"])
+    result = dict(changed=False, target_db=target, verified=False, backup=params["backup"])
+    restorer = Restorer(module)
+    try:
+        if params["verify_only"]:
+            if not restorer.exists(target):
+                module.fail_json(msg="Database %s does not exist; nothing to verify." % target, **result)
+            differences = snapshot.compare(manifest["figures"], restorer.figures(target))
+            result.update(differences=differences, verified=not differences)
+            if differences:
+                module.fail_json(msg="Database %s differs from backup %s: %s" % (target, params["backup"],
+                                                                                snapshot.describe(differences)),
+                                 **result)
+            module.exit_json(**result)
+
+        pg_restore = pgtools.find_binary(module, params["pg_bin_dir"], "pg_restore")
+        pgtools.check_client_version(module, pg_restore, restorer.execute("SHOW server_version_num")[0][0])
+        if restorer.exists(target):
+            module.fail_json(msg="Database %s already exists; the restore needs a new database. Drop it or choose "
+                                 "another name. Nothing was changed." % target, **result)
+        if live and not restorer.exists(live):
+            module.fail_json(msg="The database to replace, %s, does not exist. Nothing was changed." % live, **result)
+        if old and restorer.exists(old):
+            module.fail_json(msg="Database %s (keep_old_as) already exists; choose another name. Nothing was changed."
+                                 % old, **result)
+        result["changed"] = True
+        if module.check_mode:
+            module.exit_json(**result)
+
+        started = time.monotonic()
+        restorer.create(target, manifest)
+        try:
+            with pgtools.PasswordFile(module) as env:
+                error = pgtools.run([pg_restore, "--exit-on-error", "--jobs=%d" % params["jobs"],
+                                     "--dbname", pgtools.conninfo(module, target, APPLICATION_NAME), dump], env)
+            if error:
+                raise RuntimeError("pg_restore failed: %s" % error)
+            if params["verify"]:
+                differences = snapshot.compare(manifest["figures"], restorer.figures(target))
+                result["differences"] = differences
+                if differences:
+                    raise RuntimeError("the restored data differs from the backup's figures: %s"
+                                       % snapshot.describe(differences))
+                result["verified"] = True
+        except Exception as error:  # noqa: BLE001 - whatever failed, the new database goes and nothing else changes
+            restorer.drop(target)
+            result["changed"] = False
+            module.fail_json(msg="Restore of %s into %s failed and %s was dropped again; no other database was "
+                                 "touched: %s" % (params["backup"], target, target, to_native(error)), **result)
+        if params["drop_after"]:
+            restorer.drop(target)
+        if live:
+            restorer.swap(live, target, old)
+            result.update(target_db=live, old_db=old)
+            if params["drop_old"]:
+                restorer.drop(old)
+                result.pop("old_db")
+        result["duration"] = round(time.monotonic() - started, 3)
+        module.exit_json(**result)
+    except psycopg2.Error as error:
+        module.fail_json(msg="PostgreSQL error during the restore: %s" % to_native(error).strip(),
+                         exception=traceback.format_exc(), **result)
+    finally:
+        restorer.admin.close()
+
+
+if __name__ == "__main__":
+    main()
