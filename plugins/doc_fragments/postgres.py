@@ -21,6 +21,10 @@ options:
     type: str
     aliases: [db, database]
     version_added: 0.1.0
+attributes:
+  diff_mode:
+    description: Returns details on what has changed (or would change in check mode) in diff mode.
+    support: none
 requirements:
   - psycopg2 >= 2.8 on the host that runs the module
 notes:

@@ -59,8 +59,6 @@ attributes:
   check_mode:
     support: full
     description: Checks the tools, space and permissions and reports the paths; dumps nothing.
-  diff_mode:
-    support: none
 extends_documentation_fragment:
   - community.postgresql.postgres
   - tmi.migration.postgres

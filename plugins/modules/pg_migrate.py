@@ -113,8 +113,6 @@ attributes:
   check_mode:
     support: full
     description: Returns the plan (versions, titles, direction) and changes nothing.
-  diff_mode:
-    support: none
 extends_documentation_fragment:
   - community.postgresql.postgres
   - tmi.migration.postgres

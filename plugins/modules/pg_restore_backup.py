@@ -77,8 +77,6 @@ attributes:
   check_mode:
     support: full
     description: Checks the manifest checksums, the tools and the names; restores nothing.
-  diff_mode:
-    support: none
 notes:
   - O(login_db) names the database to connect to for C(CREATE DATABASE) and the swap, for example C(postgres).
 extends_documentation_fragment:

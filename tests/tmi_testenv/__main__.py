@@ -3,8 +3,8 @@
 Starts a throwaway PostgreSQL and Redis on free loopback ports, creates the TMI database,
 migrates it (golang-migrate style) to ``--seed-version`` and fills it with generated data,
 runs COMMAND with the connection facts in its environment (``TMI_PG_*``, ``TMI_REDIS_*``;
-passwords travel only in the environment), then stops both servers and removes their
-files. The exit status is COMMAND's.
+passwords travel only in the environment) and a scratch directory ``TMI_WORK_DIR``, then
+stops both servers and removes their files and the scratch directory. The exit status is COMMAND's.
 
 ``seed`` and ``inject`` work on the database named by the ``TMI_PG_*`` environment, so a
 command run under ``run`` can re-seed or break its database.
@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 from . import fixture
@@ -63,9 +64,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
               f"Redis {redis_server.server_version} on 127.0.0.1:{redis_server.port}; "
               f"database '{args.db}' at version {args.seed_version} with {sum(counts.values())} rows "
               f"(seeded in {time.monotonic() - started:.1f}s)", flush=True)
-        env = {**os.environ, **pg.env(args.db), **redis_server.env(),
-               "TMI_MIGRATIONS_PATH": str(fixture.MIGRATIONS_DIR)}
-        return subprocess.run(command, env=env, check=False).returncode
+        with tempfile.TemporaryDirectory(prefix="tmi-testenv-work-") as workdir:
+            env = {**os.environ, **pg.env(args.db), **redis_server.env(),
+                   "TMI_MIGRATIONS_PATH": str(fixture.MIGRATIONS_DIR), "TMI_WORK_DIR": workdir}
+            return subprocess.run(command, env=env, check=False).returncode
     except ServerError as error:
         print(f"tmi_testenv: {error}", file=sys.stderr)
         return 2
