@@ -87,9 +87,12 @@ def read_migrations(directory):
     migrations = {}
     for name in sorted(os.listdir(directory)):
         full = os.path.join(directory, name)
-        if not os.path.isfile(full):
-            continue
         match = FILE_RE.match(name)
+        if not os.path.isfile(full):
+            if match:
+                raise MigrationError("%s is named like a migration but is not a regular file; remove or rename it."
+                                     % full)
+            continue
         if not match:
             if name.endswith(".sql"):
                 raise MigrationError("File %s does not follow golang-migrate's naming {version}_{title}.up.sql or "
@@ -103,6 +106,11 @@ def read_migrations(directory):
         if not os.access(full, os.R_OK):
             raise MigrationError("File %s is not readable by the user running the module; fix its permissions."
                                  % full)
+        try:
+            with open(full, "rb") as handle:
+                handle.read().decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise MigrationError("File %s is not valid UTF-8 text (%s); save it as UTF-8." % (full, error)) from None
         direction = match.group(3)
         migration = migrations.setdefault(version, Migration(version, match.group(2)))
         if migration.path(direction) is not None:

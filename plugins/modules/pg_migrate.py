@@ -578,7 +578,22 @@ def main():
                 migrator.set_version(target, False)
             module.exit_json(**result)
 
+        if not module.check_mode:
+            # Decide only while holding the lock: a run in progress shows its version as dirty until it ends.
+            migrator.acquire_lock(params["lock_wait_timeout"])
+            before, dirty = migrator.read_state()
+            try:
+                steps = files.plan(migrations, before, target)
+            except files.MigrationError as error:
+                module.fail_json(msg=to_native(error), **result)
+            result.update(version_before=before, version_after=before, dirty=dirty, plan=_plan_dicts(steps))
         if dirty:
+            holder = None if migrator.locked else migrator.lock_holder()
+            if holder:
+                module.fail_json(msg="Version %d is marked dirty because another migration is running right now "
+                                     "(pid %s, application_name '%s'); wait for it to finish."
+                                     % (before, holder["pid"], holder["application_name"]), lock_holder=holder,
+                                 **result)
             module.fail_json(
                 msg="The database is dirty at version %d: a migration failed part-way and nothing will run on top of "
                     "it. Inspect the schema, then either run operation=force with target_version set to the version "
@@ -596,14 +611,6 @@ def main():
             result["version_after"] = target
             module.exit_json(**result)
 
-        migrator.acquire_lock(params["lock_wait_timeout"])
-        # Another run may have moved the database while we waited for the lock: plan again.
-        before, dirty = migrator.read_state()
-        if dirty:
-            module.fail_json(msg="The database became dirty at version %d while this run waited for the lock: "
-                                 "another run failed. Inspect it before going on." % before, **result)
-        steps = files.plan(migrations, before, target)
-        result.update(version_before=before, plan=_plan_dicts(steps), changed=bool(steps))
         migrator.ensure_state_table()
         migrator.ensure_history_table()
         current = before

@@ -139,16 +139,40 @@ def test_a_golang_migrate_lock_makes_the_module_wait_then_fail_naming_the_holder
         holder.close()
 
 
+def wait_for_state(db, expected, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if state(db) == expected:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"state never became {expected}")
+
+
 def test_two_concurrent_runs_apply_each_migration_once(tmi_db, tmp_path):
     tmi_db.migrate(15)
     directory = slow_migration_dir(tmp_path, 1.5)
-    runs = [start_module("pg_migrate", {"path": str(directory), **tmi_db.module_args()}) for _ in range(2)]
-    results = [run.result() for run in runs]
+    args = {"path": str(directory), **tmi_db.module_args()}
+    first = start_module("pg_migrate", args)
+    # The second run starts while the first is mid-migration, its version marked dirty (golang-migrate's way).
+    wait_for_state(tmi_db, [(16, True)])
+    second = start_module("pg_migrate", args)
+    results = [first.result(), second.result()]
     assert not any(r.get("failed") for r in results), results
-    assert sorted(len(r["applied"]) for r in results) == [0, 1]
-    assert sorted(r["changed"] for r in results) == [False, True]
+    assert [len(r["applied"]) for r in results] == [1, 0]
+    assert [r["changed"] for r in results] == [True, False]
     assert tmi_db.scalar("SELECT count(*) FROM tmi_migration_history WHERE version = 16") == 1
     assert state(tmi_db) == [(16, False)]
+
+
+def test_check_mode_during_a_running_migration_says_so(tmi_db, tmp_path):
+    tmi_db.migrate(15)
+    args = {"path": str(slow_migration_dir(tmp_path, 1.5)), **tmi_db.module_args()}
+    running = start_module("pg_migrate", args)
+    wait_for_state(tmi_db, [(16, True)])
+    check = run_module("pg_migrate", args, check_mode=True)
+    assert running.result()["version_after"] == 16
+    assert check["failed"] and "another migration is running right now" in check["msg"]
+    assert "tmi.migration.pg_migrate" in check["msg"]
 
 
 def test_a_failing_migration_leaves_it_dirty_without_partial_changes_and_force_recovers(tmi_db, tmp_path):
@@ -361,6 +385,7 @@ def test_an_edited_applied_file_is_reported(tmi_db, tmp_path):
     ("no_down", "Version 17 has no down file"),
     ("bad_sql", "does not parse as PostgreSQL SQL"),
     ("bad_target", "'latest' or a whole number"),
+    ("not_text", "is not valid UTF-8 text"),
 ])
 def test_bad_inputs_fail_before_touching_the_database(tmi_db, tmp_path, case, expected):
     tmi_db.migrate(15)
@@ -385,6 +410,8 @@ def test_bad_inputs_fail_before_touching_the_database(tmi_db, tmp_path, case, ex
         (directory / "000017_enhance_metadata.up.sql").write_text("ALTER TABLE metadata ADD CONSTRAINT;")
     elif case == "bad_target":
         args["target_version"] = "v17"
+    elif case == "not_text":
+        (directory / "000016_add_performance_indexes.up.sql").write_bytes(b"CREATE INDEX \xff ON threats (name);")
     before = schema_snapshot(tmi_db.conn)
     result = run_module("pg_migrate", args)
     assert result["failed"], result

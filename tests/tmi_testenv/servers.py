@@ -270,6 +270,7 @@ class RedisServer:
     base: Path | None = None
     process: subprocess.Popen | None = None
     server_version: str = ""
+    extra_config: str = ""  # more redis.conf lines, e.g. rename-command CONFIG "" as managed services do
 
     def __post_init__(self) -> None:
         self.binary = Path(self.binary) if self.binary else find_redis_server(self.version)
@@ -286,7 +287,8 @@ class RedisServer:
             self.port = free_port()
             self.config_file.write_text(
                 f"port {self.port}\nbind {self.host}\nsave \"\"\nappendonly no\ndaemonize no\n"
-                f"dir {self.base}\nrequirepass {self.password}\nlogfile {self.base / 'redis.log'}\n")
+                f"dir {self.base}\nrequirepass {self.password}\nlogfile {self.base / 'redis.log'}\n"
+                f"{self.extra_config}\n")
             os.chmod(self.config_file, 0o600)
             self.process = subprocess.Popen([str(self.binary), str(self.config_file)],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -73,6 +73,18 @@ def test_unreadable_file(tmp_path):
         m.read_migrations(directory)
 
 
+def test_a_file_that_is_not_text_is_refused(tmp_path):
+    (tmp_path / "1_a.up.sql").write_bytes(b"SELECT '\xff\xfe';\n")
+    with pytest.raises(m.MigrationError, match=r"1_a.up.sql is not valid UTF-8 text"):
+        m.read_migrations(str(tmp_path))
+
+
+def test_a_directory_named_like_a_migration_is_refused(tmp_path):
+    (tmp_path / "1_a.up.sql").mkdir()
+    with pytest.raises(m.MigrationError, match="is named like a migration but is not a regular file"):
+        m.read_migrations(str(tmp_path))
+
+
 def test_resolve_target():
     found = m.read_migrations(str(MIGRATIONS_DIR))
     assert m.resolve_target(found, "latest") == 17
