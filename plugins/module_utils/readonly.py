@@ -14,12 +14,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import queue
 import threading
-
-try:
-    import queue
-except ImportError:  # pragma: no cover - Python 2 is not supported by the collection
-    queue = None
 
 from ansible_collections.tmi.migration.plugins.module_utils.postgres import connect
 
