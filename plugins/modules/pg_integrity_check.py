@@ -36,8 +36,8 @@ options:
     version_added: 0.1.0
   expected_columns:
     description:
-      - Columns each table must have (the runbook's catalog query, step 2), as C({table: [column, ...]}). A missing
-        table or column is a failed check.
+      - Columns each table must have (the runbook's catalog query, step 2), as a mapping of table name to column
+        list. A missing table or column is a failed check.
     type: dict
     default: {}
     version_added: 0.1.0

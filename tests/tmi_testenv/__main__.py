@@ -2,9 +2,11 @@
 
 Starts a throwaway PostgreSQL and Redis on free loopback ports, creates the TMI database,
 migrates it (golang-migrate style) to ``--seed-version`` and fills it with generated data,
-runs COMMAND with the connection facts in its environment (``TMI_PG_*``, ``TMI_REDIS_*``;
-passwords travel only in the environment) and a scratch directory ``TMI_WORK_DIR``, then
-stops both servers and removes their files and the scratch directory. The exit status is COMMAND's.
+starts the TMI stand-in HTTP service on them (``standin.py``; cache off, as before the
+migration), runs COMMAND with the connection facts in its environment (``TMI_PG_*``,
+``TMI_REDIS_*``, ``TMI_APP_*``; passwords and the token travel only in the environment) and a
+scratch directory ``TMI_WORK_DIR``, then stops the stand-in and both servers and removes
+their files and the scratch directory. The exit status is COMMAND's.
 
 ``seed`` and ``inject`` work on the database named by the ``TMI_PG_*`` environment, so a
 command run under ``run`` can re-seed or break its database.
@@ -19,8 +21,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
-from . import fixture
+from . import fixture, standin
 from .servers import PostgresServer, RedisServer, ServerError
 
 
@@ -67,7 +70,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="tmi-testenv-work-") as workdir:
             env = {**os.environ, **pg.env(args.db), **redis_server.env(),
                    "TMI_MIGRATIONS_PATH": str(fixture.MIGRATIONS_DIR), "TMI_WORK_DIR": workdir}
-            return subprocess.run(command, env=env, check=False).returncode
+            app = standin.StandIn(Path(workdir) / "app")
+            standin.write_config(app.config, env, env)
+            app.start()
+            print(f"tmi_testenv: TMI stand-in on {app.url} (config {app.config})", flush=True)
+            try:
+                return subprocess.run(command, env={**env, **app.env()}, check=False).returncode
+            finally:
+                app.stop()
     except ServerError as error:
         print(f"tmi_testenv: {error}", file=sys.stderr)
         return 2
@@ -123,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     inject_parser.add_argument("defects", nargs="+", choices=fixture.DEFECTS)
     inject_parser.add_argument("--count", type=int, default=3)
     inject_parser.set_defaults(func=_cmd_inject)
+    standin.add_parser(sub)
     return parser
 
 

@@ -1,0 +1,183 @@
+"""migrate.yml failing at each phase in turn, and the environment afterwards exactly as before.
+
+After every failure: each table's row count and checksum equal the pre-run snapshot, the
+schema version is back where it was and clean, the Redis settings and the config file are as
+before, maintenance mode is off, and the run's report names the failing phase. A failure
+before the verified backup changes nothing; one after it is rolled back automatically.
+Also: the runner killed (SIGKILL) in the middle of a migration, then rollback.yml on its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from ansible_collections.tmi.migration.plugins.module_utils import snapshot
+
+from conftest import REPO, ansible_env
+from tmi_testenv import fixture
+from tmi_testenv.standin import StandIn, write_config
+
+REDIS_SETTINGS = ("maxmemory-policy", "notify-keyspace-events")
+
+
+class Environment:
+    """A TMI install at version 15: database, Redis, the stand-in on its pre-migration config."""
+
+    def __init__(self, pg_server, redis_server, db, tmp_path):
+        self.db = db
+        self.redis = redis_server
+        self.tmp_path = tmp_path
+        self.env = ansible_env(pg_server, redis_server, db.name, tmp_path)
+        self.standin = StandIn(tmp_path / "app")
+        write_config(self.standin.config, self.env, self.env)
+        self.standin.start()
+        self.env.update(self.standin.env())
+        client = redis_server.client()
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("notify-keyspace-events", "")
+        client.flushall()
+
+    def state(self) -> dict:
+        # A fresh connection: an emergency restore swaps the database under older ones.
+        conn = self.db.server.connect(self.db.name)
+        try:
+            with conn.cursor() as cur:
+                figures = snapshot.take(cur)
+                cur.execute("SELECT version, dirty FROM schema_migrations")
+                version = cur.fetchone()
+        finally:
+            conn.close()
+        figures.pop("public.tmi_migration_history", None)
+        client = self.redis.client()
+        return {"figures": figures, "version": version,
+                "redis": {name: client.config_get(name)[name] for name in REDIS_SETTINGS},
+                "config": hashlib.sha256(self.standin.config.read_bytes()).hexdigest(),
+                "maintenance": self.standin.request("GET", "/admin/maintenance")[1]["maintenance"]}
+
+    def playbook(self, name: str, *extra: str, **popen) -> subprocess.CompletedProcess | subprocess.Popen:
+        argv = [str(os.path.join(os.path.dirname(sys.executable), "ansible-playbook")),
+                "-i", str(REPO / "inventories" / "local"), str(REPO / "playbooks" / name), *extra]
+        if popen:
+            return subprocess.Popen(argv, cwd=REPO, env=self.env, text=True, **popen)
+        return subprocess.run(argv, cwd=REPO, env=self.env, capture_output=True, text=True, check=False)
+
+    def records(self, name: str = "run") -> list[dict]:
+        runs = self.tmp_path / "runs"
+        return [json.loads(path.read_text()) for path in sorted(runs.glob(f"*/{name}.json"))] if runs.exists() else []
+
+    def broken_migrations(self, version: int, sql: str) -> str:
+        """A copy of the fixture whose migration `version` fails at its end."""
+        target = self.tmp_path / "migrations"
+        shutil.copytree(fixture.MIGRATIONS_DIR, target)
+        up = next(target.glob(f"{version:06d}_*.up.sql"))
+        up.write_text(up.read_text() + f"\n{sql}\n")
+        return str(target)
+
+
+@pytest.fixture
+def environment(pg_server, redis_server, tmi_db, tmp_path):
+    tmi_db.migrate(15)
+    fixture.generate(tmi_db.conn, 8, seed=11)
+    env = Environment(pg_server, redis_server, tmi_db, tmp_path)
+    yield env
+    env.standin.stop()
+
+
+# phase -> (extra vars making it fail, whether a verified backup exists by then, migration to break)
+FAULTS = {
+    "preflight": ({"validate_min_postgresql_version": 99}, False, None),
+    "backup": ({"backup_pg_bin_dir": "/nonexistent/bin"}, False, None),
+    # The scratch database of the verification already exists (created by the test).
+    "backup_verification": ({"tmi_run_id": "faultverify"}, False, None),
+    "migration_16": ({"migrate_online_index_builds": False}, True, (16, "SELECT 1/0;")),
+    "migration_17": ({}, True, (17, "SELECT 1/0;")),
+    "post_validation": ({"validate_expected_indexes": [{"name": "idx_missing_on_purpose", "table": "threats",
+                                                        "columns": ["name"]}]}, True, None),
+    "redis": ({"redis_config_settings": {"maxmemory-policy": "not-a-policy"}}, True, None),
+    "config_render": ({"app_config_extra": {"auth": {"secret": "{{ undefined_secret_variable }}"}}}, True, None),
+    # The new config stops the application from starting (a TTL it cannot parse).
+    "restart": ({"app_config_cache": {"enabled": True, "default_ttl": "soon"}}, True, None),
+    "health": ({"app_config_database": {"host": "127.0.0.1", "port": 1, "name": "tmi", "user": "x", "password": "y"},
+                "app_config_health_retries": 1, "app_config_health_delay": 0}, True, None),
+}
+PHASE_OF = {"preflight": "preflight", "backup": "backup", "backup_verification": "backup",
+            "migration_16": "migrate", "migration_17": "migrate", "post_validation": "validate", "redis": "redis",
+            "config_render": "app", "restart": "app", "health": "app"}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_a_failure_at_each_phase_leaves_the_environment_as_before(environment, fault):
+    extra, rolls_back, broken = FAULTS[fault]
+    if broken:
+        extra = {**extra, "tmi_migrations_path": environment.broken_migrations(*broken)}
+    if fault == "backup_verification":
+        environment.db.server.create_database(f"{environment.db.name[:30]}_verify_faultverify")
+    before = environment.state()
+
+    result = environment.playbook("migrate.yml", "-e", json.dumps(extra))
+    assert result.returncode != 0, result.stdout[-3000:]
+    after = environment.state()
+    assert after == before, f"{fault}: the environment changed\n{result.stdout[-4000:]}"
+
+    record = environment.records()[-1]
+    assert record["failed"] is True and record["failed_phase"] == PHASE_OF[fault]
+    report = (environment.tmp_path / "runs" / record["run_id"] / "run.md").read_text()
+    assert f"| {PHASE_OF[fault]} | failed |" in report and "— FAILED" in report
+    # The callback folds long messages: compare with the whitespace normalised.
+    message = " ".join(result.stdout[result.stdout.rfind("Phase "):].split())
+    assert message.startswith(f"Phase {PHASE_OF[fault]} failed at ")
+    if rolls_back:
+        assert record["rollback"]["succeeded"] is True, record["rollback"]
+        assert "-- Rollback: " in message and " succeeded, the database is back at version 15" in message
+        expected_mode = "emergency" if fault.startswith("migration_") else "planned"
+        assert record["rollback"]["mode"] == expected_mode
+    else:
+        assert "rollback" not in record or not record["rollback"]
+        assert "no verified backup was taken" in message
+
+
+def test_killed_mid_migration_then_rollback_playbook_restores_a_clean_state(environment, pg_server):
+    before = environment.state()
+    # A migration that holds its batch open long enough to be killed in the middle of it.
+    path = environment.broken_migrations(17, "SELECT pg_sleep(60);")
+    runner = environment.playbook("migrate.yml", "-e", json.dumps({"tmi_migrations_path": path,
+                                                                  "migrate_statement_timeout": "0"}),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    watcher = pg_server.connect(environment.db.name)  # autocommit: every poll sees a fresh pg_stat_activity
+    sleeping = ("SELECT pid FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND datname = current_database() "
+                "AND pid <> pg_backend_pid()")
+    try:
+        with watcher.cursor() as cur:
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline:
+                cur.execute(sleeping)
+                if cur.fetchall():
+                    break
+                assert runner.poll() is None, "migrate.yml ended before the migration started"
+                time.sleep(0.2)
+            else:
+                pytest.fail("the slow migration never started")
+            os.killpg(runner.pid, signal.SIGKILL)
+            runner.wait()
+            # The server ends the dead client's transaction once it notices; make it notice now.
+            cur.execute(f"SELECT pg_terminate_backend(pid) FROM ({sleeping}) AS s")
+            time.sleep(1)
+            cur.execute("SELECT version, dirty FROM schema_migrations")
+            assert cur.fetchall() == [(17, True)]
+    finally:
+        watcher.close()
+
+    result = environment.playbook("rollback.yml", "-e", f"tmi_migrations_path={path}")
+    assert result.returncode == 0, result.stdout[-4000:]
+    after = environment.state()
+    assert after == before
+    rollback = environment.records("rollback")[-1]
+    assert rollback["rollback"]["mode"] == "emergency" and rollback["rollback"]["succeeded"] is True
