@@ -23,6 +23,19 @@ for scenario in molecule/*/; do
   molecule_passed=$((molecule_passed + 1))
 done
 
+# Version matrix: the full job and the failing-migration rollback on the other supported
+# server versions (the defaults, PostgreSQL 18 + Redis 6.2, ran above). TMI_MATRIX="" skips it.
+for combo in ${TMI_MATRIX-15:7 17:6.2}; do
+  pg="${combo%%:*}" redis="${combo##*:}"
+  for scenario in default failure; do
+    echo "== matrix PostgreSQL $pg + Redis $redis: molecule scenario $scenario"
+    TMI_PG_VERSION="$pg" TMI_REDIS_VERSION="$redis" \
+      python -m tmi_testenv run --scale "${MOLECULE_SCALE:-50}" -- molecule test -s "$scenario"
+    echo "matrix: PostgreSQL $pg + Redis $redis: $scenario passed"
+    molecule_passed=$((molecule_passed + 1))
+  done
+done
+
 python - "$molecule_passed" <<'PY'
 import sys
 import xml.etree.ElementTree as ET

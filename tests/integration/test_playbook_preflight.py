@@ -8,9 +8,11 @@ from conftest import ansible_env, run_playbook
 
 
 def test_migrate_playbook_runs_preflight_and_writes_the_run_record(pg_server, redis_server, tmi_db, tmp_path):
+    """Without an application (tmi_app_enabled=false): the database and Redis phases only."""
     tmi_db.migrate(15)
     result = run_playbook("migrate.yml", ansible_env(pg_server, redis_server, tmi_db.name, tmp_path),
-                          "-e", f"tmi_run_dir={tmp_path}", "-e", "tmi_run_id=test-run", "-vvv")
+                          "-e", f"tmi_run_dir={tmp_path}", "-e", "tmi_run_id=test-run", "-vvv",
+                          "-e", "tmi_app_enabled=false")
     assert result.returncode == 0, result.stdout + result.stderr
     output = result.stdout + result.stderr
     assert pg_server.password not in output and redis_server.password not in output
