@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -14,6 +15,7 @@ import pytest
 
 from tmi_testenv import fixture
 from tmi_testenv.servers import PostgresServer, RedisServer
+from tmi_testenv.standin import StandIn, write_config
 
 REPO = Path(__file__).resolve().parent.parent
 COLLECTIONS = REPO / ".build" / "collections"
@@ -87,6 +89,24 @@ def ansible_env(pg: PostgresServer, redis_server: RedisServer | None, dbname: st
     if redis_server is not None:
         env.update(redis_server.env())
     return env
+
+
+@contextlib.contextmanager
+def tmi_install(pg: PostgresServer, redis_server: RedisServer, db: Database, workdir: Path, version: int,
+                threat_models: int, seed: int):
+    """A TMI install: the database at `version` with generated data and the stand-in running on the
+    config it had before the migration. Yields (stand-in, environment for inventories/local)."""
+    db.migrate(version)
+    fixture.generate(db.conn, threat_models, seed=seed)
+    env = ansible_env(pg, redis_server, db.name, workdir)
+    standin = StandIn(workdir / "app")
+    write_config(standin.config, env, env)
+    standin.start()
+    env.update(standin.env())
+    try:
+        yield standin, env
+    finally:
+        standin.stop()
 
 
 def run_playbook(playbook: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:

@@ -14,9 +14,8 @@ import stat
 
 import pytest
 
-from conftest import REPO, ansible_env, run_playbook
-from tmi_testenv import fixture
-from tmi_testenv.standin import StandIn, write_config
+from conftest import REPO, run_playbook, tmi_install
+from tmi_testenv.standin import StandIn
 
 PLAYBOOK = str(REPO / "tests" / "integration" / "playbooks" / "app_config_role.yml")
 
@@ -45,15 +44,8 @@ class App:
 
 @pytest.fixture
 def app(pg_server, redis_server, tmi_db, tmp_path):
-    tmi_db.migrate(17)
-    fixture.generate(tmi_db.conn, 6, seed=7)
-    env = ansible_env(pg_server, redis_server, tmi_db.name, tmp_path)
-    standin = StandIn(tmp_path / "app")
-    write_config(standin.config, env, env)
-    standin.start()
-    env.update(standin.env())
-    yield App(standin, env, tmp_path)
-    standin.stop()
+    with tmi_install(pg_server, redis_server, tmi_db, tmp_path, version=17, threat_models=6, seed=7) as (standin, env):
+        yield App(standin, env, tmp_path)
 
 
 def changed_count(output: str) -> int:

@@ -13,22 +13,14 @@ import json
 import ansible_runner
 import yaml
 
-from conftest import COLLECTIONS, REPO, ansible_env
-from tmi_testenv import fixture
-from tmi_testenv.standin import StandIn, write_config
+from conftest import COLLECTIONS, REPO, tmi_install
 
 
 def test_migrate_job_template_through_ansible_runner(pg_server, redis_server, tmi_db, tmp_path):
-    tmi_db.migrate(15)
-    fixture.generate(tmi_db.conn, 5, seed=3)
-    env = ansible_env(pg_server, redis_server, tmi_db.name, tmp_path)
-    standin = StandIn(tmp_path / "app")
-    write_config(standin.config, env, env)
-    standin.start()
-    try:
+    with tmi_install(pg_server, redis_server, tmi_db, tmp_path, version=15, threat_models=5, seed=3) as (standin, env):
         private = tmp_path / "private"
         (private / "env").mkdir(parents=True)
-        credentials = {key: value for key, value in {**env, **standin.env()}.items() if key.startswith("TMI_")}
+        credentials = {key: value for key, value in env.items() if key.startswith("TMI_")}
         (private / "env" / "envvars").write_text(yaml.safe_dump(
             {**credentials, "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS), "PYTHONPATH": str(REPO / "tests")}))
         (private / "env" / "extravars").write_text(yaml.safe_dump({"tmi_target_version": 17, "tmi_serial": 1}))
@@ -51,5 +43,3 @@ def test_migrate_job_template_through_ansible_runner(pg_server, redis_server, tm
             assert secret not in stdout
         record = json.loads(next((tmp_path / "runs").glob("*/run.json")).read_text())
         assert record["run_id"] == artifacts["run_id"]
-    finally:
-        standin.stop()

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import tarfile
 from pathlib import Path
 
+from tmi_testenv import fixture
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
-def test_build_and_offline_install(tmp_path):
+def test_build_and_offline_install_then_run_from_the_installed_copy(tmp_path, tmi_db):
     build = subprocess.run([str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(tmp_path)],
                            cwd=REPO, capture_output=True, text=True, check=False)
     assert build.returncode == 0, build.stderr
@@ -21,13 +25,69 @@ def test_build_and_offline_install(tmp_path):
     assert "plugins/module_utils/postgres.py" in names
     assert not [n for n in names if n.startswith(("tests/", "benchmarks/", ".venv", ".build", "runs/", ".ci"))]
 
-    install = subprocess.run([str(BIN / "ansible-galaxy"), "collection", "install", "--no-deps", "--offline",
+    # Away from the checkout (its ansible.cfg points at the source tree) and with --force: a copy
+    # elsewhere (ansible-lint puts one in ~/.ansible/collections) would make it install nothing.
+    clean = {key: value for key, value in os.environ.items() if not key.startswith(("ANSIBLE_", "PYTHONPATH"))}
+    install = subprocess.run([str(BIN / "ansible-galaxy"), "collection", "install", "--no-deps", "--offline", "--force",
                               "-p", str(tmp_path / "collections"), str(tarball)],
-                             capture_output=True, text=True, check=False)
+                             cwd=tmp_path, env=clean, capture_output=True, text=True, check=False)
     assert install.returncode == 0, install.stderr
-    installed = subprocess.run([str(BIN / "ansible-galaxy"), "collection", "list", "tmi.migration",
-                                "-p", str(tmp_path / "collections")], capture_output=True, text=True, check=False)
-    assert "tmi.migration" in installed.stdout and "0.1.0" in installed.stdout
+    installed = tmp_path / "collections" / "ansible_collections" / "tmi" / "migration"
+    assert (installed / "plugins" / "modules" / "pg_migrate.py").is_file(), install.stdout
+    assert json.loads((installed / "MANIFEST.json").read_text())["collection_info"]["version"] == "0.1.0"
+
+    # A playbook run from the installed copy only: no checkout, no ansible.cfg of the repo.
+    tmi_db.migrate(15)
+    workdir = tmp_path / "operator"
+    workdir.mkdir()
+    (workdir / "status.yml").write_text(PLAYBOOK)
+    env = {**clean, "ANSIBLE_COLLECTIONS_PATH": str(tmp_path / "collections"),
+           "TMI_PG": json.dumps(tmi_db.module_args()), "TMI_MIGRATIONS": str(fixture.MIGRATIONS_DIR)}
+    run = subprocess.run([str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local", "status.yml", "-vvv",
+                          "-e", f"ansible_python_interpreter={sys.executable}"],
+                         cwd=workdir, env=env, capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert f"Using module file {tmp_path / 'collections'}/ansible_collections/tmi/migration/plugins/modules/" \
+           "pg_migrate.py" in run.stdout
+    assert "schema version 15, plan: 16, 17" in run.stdout
+    assert tmi_db.module_args()["login_password"] not in run.stdout
+
+
+PLAYBOOK = """\
+- name: Read the schema state with the installed collection
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Status
+      tmi.migration.pg_migrate:
+        path: "{{ lookup('env', 'TMI_MIGRATIONS') }}"
+        operation: status
+        target_version: latest
+        login_host: "{{ (lookup('env', 'TMI_PG') | from_json).login_host }}"
+        login_port: "{{ (lookup('env', 'TMI_PG') | from_json).login_port }}"
+        login_user: "{{ (lookup('env', 'TMI_PG') | from_json).login_user }}"
+        login_password: "{{ (lookup('env', 'TMI_PG') | from_json).login_password }}"
+        login_db: "{{ (lookup('env', 'TMI_PG') | from_json).login_db }}"
+      register: state
+    - name: Show it
+      ansible.builtin.debug:
+        msg: "schema version {{ state.version_before }}, plan: {{ state.plan | map(attribute='version') | join(', ') }}"
+"""
+
+
+def test_ansible_doc_renders_every_module_and_role():
+    modules = sorted(p.stem for p in (REPO / "plugins" / "modules").glob("*.py") if p.stem != "__init__")
+    roles = sorted(p.name for p in (REPO / "roles").iterdir() if p.is_dir())
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(REPO / ".build" / "collections")}
+    for kind, names in (("module", modules), ("role", roles)):
+        done = subprocess.run([str(BIN / "ansible-doc"), "-t", kind, *[f"tmi.migration.{n}" for n in names]],
+                              cwd=REPO, env=env, capture_output=True, text=True, check=False)
+        assert done.returncode == 0 and "[WARNING]" not in done.stderr and "ERROR" not in done.stderr, done.stderr
+        for name in names:
+            assert f"tmi.migration.{name}" in done.stdout
+    listed = subprocess.run([str(BIN / "ansible-doc"), "-l", "tmi.migration"], cwd=REPO, env=env,
+                            capture_output=True, text=True, check=False).stdout
+    assert sorted(line.split()[0].rsplit(".", 1)[-1] for line in listed.splitlines() if line.strip()) == modules
 
 
 def test_execution_environment_build_context(tmp_path):

@@ -21,9 +21,8 @@ import time
 import pytest
 from ansible_collections.tmi.migration.plugins.module_utils import snapshot
 
-from conftest import REPO, ansible_env
+from conftest import REPO, tmi_install
 from tmi_testenv import fixture
-from tmi_testenv.standin import StandIn, write_config
 
 REDIS_SETTINGS = ("maxmemory-policy", "notify-keyspace-events")
 
@@ -31,15 +30,12 @@ REDIS_SETTINGS = ("maxmemory-policy", "notify-keyspace-events")
 class Environment:
     """A TMI install at version 15: database, Redis, the stand-in on its pre-migration config."""
 
-    def __init__(self, pg_server, redis_server, db, tmp_path):
+    def __init__(self, redis_server, db, tmp_path, standin, env):
         self.db = db
         self.redis = redis_server
         self.tmp_path = tmp_path
-        self.env = ansible_env(pg_server, redis_server, db.name, tmp_path)
-        self.standin = StandIn(tmp_path / "app")
-        write_config(self.standin.config, self.env, self.env)
-        self.standin.start()
-        self.env.update(self.standin.env())
+        self.standin = standin
+        self.env = env
         client = redis_server.client()
         client.config_set("maxmemory-policy", "noeviction")
         client.config_set("notify-keyspace-events", "")
@@ -84,11 +80,8 @@ class Environment:
 
 @pytest.fixture
 def environment(pg_server, redis_server, tmi_db, tmp_path):
-    tmi_db.migrate(15)
-    fixture.generate(tmi_db.conn, 8, seed=11)
-    env = Environment(pg_server, redis_server, tmi_db, tmp_path)
-    yield env
-    env.standin.stop()
+    with tmi_install(pg_server, redis_server, tmi_db, tmp_path, version=15, threat_models=8, seed=11) as installed:
+        yield Environment(redis_server, tmi_db, tmp_path, *installed)
 
 
 # phase -> (extra vars making it fail, whether a verified backup exists by then, migration to break)
