@@ -107,6 +107,11 @@ def tmi_install(pg: PostgresServer, redis_server: RedisServer, db: Database, wor
         yield standin, env
     finally:
         standin.stop()
+        # The session's Redis is shared: put back the settings a migration run changes.
+        client = redis_server.client()
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("notify-keyspace-events", "")
+        client.flushall()
 
 
 def run_playbook(playbook: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
