@@ -12,6 +12,9 @@ mkdir -p .build
 echo "== lint"
 scripts/lint.sh
 
+echo "== ansible-test sanity (empty ignore files)"
+scripts/sanity.sh
+
 echo "== pytest: unit and integration tests (real PostgreSQL ${TMI_PG_VERSION:-18}, Redis ${TMI_REDIS_VERSION:-6.2})"
 pytest -p no:cacheprovider --junitxml=.build/pytest.xml ${PYTEST_ARGS:-}
 

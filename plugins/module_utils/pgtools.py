@@ -97,6 +97,15 @@ class PasswordFile(object):
         return False
 
 
+def start(argv, env):
+    """Start a client tool in the background (stdout and stderr piped); the caller communicate()s.
+
+    For work that must happen while the tool runs (pg_dump reading an exported snapshot that
+    this process holds open); run() is for everything else.
+    """
+    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+
+
 def run(argv, env):
     """Run a client program; return None, or its error output (which never holds the password)."""
     result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)

@@ -101,11 +101,13 @@ options:
 attributes:
   check_mode:
     support: partial
-    description: Sends read-only requests (C(GET), C(HEAD)) only; the others are reported as skipped.
+    description: Can run in check mode.
+    details: Sends read-only requests (C(GET), C(HEAD)) only; the others are reported as skipped.
   diff_mode:
     support: none
+    description: Returns no diff.
 author:
-  - tmi.migration maintainers
+  - tmi.migration maintainers (@tmi-migration)
 """
 
 EXAMPLES = r"""

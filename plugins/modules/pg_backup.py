@@ -63,7 +63,7 @@ extends_documentation_fragment:
   - community.postgresql.postgres
   - tmi.migration.postgres
 author:
-  - tmi.migration maintainers
+  - tmi.migration maintainers (@tmi-migration)
 """
 
 EXAMPLES = r"""
@@ -116,7 +116,6 @@ import json
 import os
 import pwd
 import shutil
-import subprocess
 import time
 import traceback
 
@@ -215,8 +214,7 @@ def main():
                 argv = [pg_dump, "--format=directory", "--jobs=%d" % params["jobs"],
                         "--compress=%d" % params["compress"], "--snapshot=%s" % snapshot_id, "--file", dump,
                         "--dbname", pgtools.conninfo(module, database, APPLICATION_NAME)]
-                process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                           universal_newlines=True)
+                process = pgtools.start(argv, env)
                 # The figures are computed while pg_dump runs, in the very snapshot it reads.
                 try:
                     figures = snapshot.take(cur)

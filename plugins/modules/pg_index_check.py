@@ -78,7 +78,7 @@ extends_documentation_fragment:
   - community.postgresql.postgres
   - tmi.migration.postgres
 author:
-  - tmi.migration maintainers
+  - tmi.migration maintainers (@tmi-migration)
 """
 
 EXAMPLES = r"""
@@ -354,8 +354,9 @@ class IndexChecker(object):
         try:
             with conn.cursor() as cur:
                 for table in tables:
-                    cur.execute(sql.SQL("ANALYZE {}.{}").format(sql.Identifier(self.params["schema"]),
-                                                                 sql.Identifier(table)))
+                    statement = sql.SQL("ANALYZE {}.{}").format(sql.Identifier(self.params["schema"]),
+                                                                sql.Identifier(table))
+                    cur.execute(statement)
         finally:
             conn.close()
 

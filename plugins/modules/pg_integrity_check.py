@@ -126,7 +126,7 @@ extends_documentation_fragment:
   - community.postgresql.postgres
   - tmi.migration.postgres
 author:
-  - tmi.migration maintainers
+  - tmi.migration maintainers (@tmi-migration)
 """
 
 EXAMPLES = r"""
@@ -300,8 +300,8 @@ class Checker(object):
                 # planner hash-anti-join; NOT IN (subquery) degrades to a nested scan once it outgrows work_mem.
                 conditions.append(sql.SQL(
                     "NOT EXISTS (SELECT 1 FROM {} AS p CROSS JOIN LATERAL jsonb_array_elements(p.{}) AS e "
-                    "WHERE e ->> %s = c.{}::text)").format(self.table(relation["ref_table"]),
-                                                         sql.Identifier(relation["ref_jsonb_array"]), column))
+                    "WHERE e ->> %s = c.{}::text)").format(
+                        self.table(relation["ref_table"]), sql.Identifier(relation["ref_jsonb_array"]), column))
                 args.append(relation.get("ref_jsonb_key") or "id")
             else:
                 conditions.append(sql.SQL("NOT EXISTS (SELECT 1 FROM {} AS p WHERE p.{} = c.{})").format(
@@ -505,8 +505,8 @@ class Checker(object):
                             "AND c.conname = %s", (self.schema, expected["table"], expected["name"]))
                 row = cur.fetchone()
                 if row is None:
-                    self.fail("missing_constraint", "constraint %s on %s is missing" % (expected["name"],
-                                                                                       expected["table"]), **expected)
+                    message = "constraint %s on %s is missing" % (expected["name"], expected["table"])
+                    self.fail("missing_constraint", message, **expected)
 
 
 def main():

@@ -117,7 +117,7 @@ extends_documentation_fragment:
   - community.postgresql.postgres
   - tmi.migration.postgres
 author:
-  - tmi.migration maintainers
+  - tmi.migration maintainers (@tmi-migration)
 """
 
 EXAMPLES = r"""
@@ -477,8 +477,8 @@ class Migrator(object):
         if diag.message_detail:
             reason += " (%s)" % diag.message_detail.strip()
         where = "%s failed%s" % (path, " at line %d" % line if line else "")
-        text = "Migration %d %s (%s) %s: %s [SQLSTATE %s]." % (migration.version, migration.title, direction, where,
-                                                              reason, error.pgcode)
+        text = "Migration %d %s (%s) %s: %s [SQLSTATE %s]." % (
+            migration.version, migration.title, direction, where, reason, error.pgcode)
         if statement:
             text += " Statement: %s" % (statement if len(statement) < 600 else statement[:600] + " ...")
         if clean:

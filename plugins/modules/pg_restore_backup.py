@@ -83,7 +83,7 @@ extends_documentation_fragment:
   - community.postgresql.postgres
   - tmi.migration.postgres
 author:
-  - tmi.migration maintainers
+  - tmi.migration maintainers (@tmi-migration)
 """
 
 EXAMPLES = r"""
@@ -255,9 +255,8 @@ def main():
             differences = snapshot.compare(manifest["figures"], restorer.figures(target))
             result.update(differences=differences, verified=not differences)
             if differences:
-                module.fail_json(msg="Database %s differs from backup %s: %s" % (target, params["backup"],
-                                                                                snapshot.describe(differences)),
-                                 **result)
+                module.fail_json(msg="Database %s differs from backup %s: %s" % (
+                    target, params["backup"], snapshot.describe(differences)), **result)
             module.exit_json(**result)
 
         pg_restore = pgtools.find_binary(module, params["pg_bin_dir"], "pg_restore")

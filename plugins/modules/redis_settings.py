@@ -39,6 +39,13 @@ options:
     type: bool
     default: false
     version_added: 0.1.0
+  tls:
+    description:
+      - Connect with TLS. Off by default here (the community.general.redis fragment says on), because most
+        self-hosted Redis servers are plain TCP; set it for managed services.
+    type: bool
+    default: false
+    version_added: 0.1.0
   config_disabled:
     description: What to do when the server refuses C(CONFIG) - V(fail) with instructions, or V(skip) with a warning.
     type: str
@@ -51,10 +58,11 @@ attributes:
     description: Reads the settings and reports what would change.
   diff_mode:
     support: none
+    description: Returns no diff.
 extends_documentation_fragment:
   - community.general.redis
 author:
-  - tmi.migration maintainers
+  - tmi.migration maintainers (@tmi-migration)
 """
 
 EXAMPLES = r"""

@@ -107,7 +107,7 @@ def test_cold_cache_ratio_matches_info_and_fails_when_enforced(app, redis_server
 
 
 def test_second_run_changes_nothing_and_check_mode_touches_nothing(app):
-    first, _ = app.run()
+    first, _unused = app.run()
     assert first.returncode == 0, first.stdout
     pid, digest = app.standin.pid(), app.config_digest()
 
@@ -115,7 +115,7 @@ def test_second_run_changes_nothing_and_check_mode_touches_nothing(app):
     assert again.returncode == 0 and changed_count(again.stdout) == 0, again.stdout
     assert record["main"]["restarted"] is False and app.standin.pid() == pid
 
-    checked, _ = app.run("--check", "-e", '{"app_config_cache": {"enabled": true, "default_ttl": "60s"}}')
+    checked, _unused = app.run("--check", "-e", '{"app_config_cache": {"enabled": true, "default_ttl": "60s"}}')
     assert checked.returncode == 0, checked.stdout
     assert changed_count(checked.stdout) >= 1, "check mode reports the change it would make"
     assert app.config_digest() == digest and app.standin.pid() == pid
@@ -123,7 +123,7 @@ def test_second_run_changes_nothing_and_check_mode_touches_nothing(app):
 
 def test_broken_template_variable_fails_before_the_file_is_replaced(app):
     digest, pid = app.config_digest(), app.standin.pid()
-    result, _ = app.run("-e", '{"app_config_extra": {"auth": {"secret": "{{ no_such_variable }}"}}}')
+    result, _unused = app.run("-e", '{"app_config_extra": {"auth": {"secret": "{{ no_such_variable }}"}}}')
     assert result.returncode != 0
     assert "no_such_variable" in result.stdout
     assert app.config_digest() == digest and app.standin.pid() == pid
@@ -134,7 +134,7 @@ def test_custom_template_that_is_not_yaml_fails_before_the_file_is_replaced(app,
     template = tmp_path / "broken.yaml.j2"
     template.write_text("database: [unclosed\n")
     digest = app.config_digest()
-    result, _ = app.run("-e", f"app_config_template={template}")
+    result, _unused = app.run("-e", f"app_config_template={template}")
     assert result.returncode != 0
     assert "does not render to a YAML mapping" in result.stdout and "line 2, column 1" in result.stdout
     assert app.config_digest() == digest
@@ -145,7 +145,7 @@ def test_health_failing_after_restart_fails_with_the_endpoints_answer(app):
                                      "name": app.env["TMI_PG_DB"], "user": app.env["TMI_PG_USER"],
                                      "password": "not-the-password"},
              "app_config_health_retries": 2, "app_config_health_delay": 0}
-    result, _ = app.run("-e", json.dumps(wrong))
+    result, _unused = app.run("-e", json.dumps(wrong))
     assert result.returncode != 0
     assert re.search(r"GET http://127\.0\.0\.1:\d+/health answered 503", result.stdout), result.stdout
     assert "password authentication failed" in result.stdout
@@ -159,7 +159,7 @@ def test_maintenance_entry_point_switches_the_api(app):
     assert app.standin.request("GET", "/admin/maintenance") == (200, {"maintenance": True})
     assert app.standin.request("POST", "/admin/cache/warm")[0] == 503
 
-    again, _ = app.run("-e", "entry=maintenance", "-e", "app_config_maintenance=enabled")
+    again, _unused = app.run("-e", "entry=maintenance", "-e", "app_config_maintenance=enabled")
     assert again.returncode == 0 and changed_count(again.stdout) == 0, "the endpoint said nothing changed"
 
     off, record = app.run("-e", "entry=maintenance", "-e", "app_config_maintenance=disabled")
@@ -199,16 +199,16 @@ def test_smoke_errors_fail_the_role_with_each_failing_endpoint(app):
 ])
 def test_bad_inputs_are_refused_before_anything_changes(app, extra, cause):
     digest, pid = app.config_digest(), app.standin.pid()
-    result, _ = app.run("-e", json.dumps(extra))
+    result, _unused = app.run("-e", json.dumps(extra))
     assert result.returncode != 0
     assert cause in result.stdout
     assert app.config_digest() == digest and app.standin.pid() == pid
 
 
 def test_no_secret_in_the_output_at_vvv_with_diff(app):
-    result, _ = app.run("-vvv", "--diff")
+    result, _unused = app.run("-vvv", "--diff")
     assert result.returncode == 0, result.stdout
-    maintenance, _ = app.run("-vvv", "--diff", "-e", "entry=maintenance", "-e", "app_config_maintenance=enabled")
+    maintenance, _unused = app.run("-vvv", "--diff", "-e", "entry=maintenance", "-e", "app_config_maintenance=enabled")
     assert maintenance.returncode == 0
     output = result.stdout + result.stderr + maintenance.stdout + maintenance.stderr
     assert "api_probe" in output and "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER" in output

@@ -174,7 +174,7 @@ def test_a_restore_failing_halfway_leaves_the_live_database_as_it_was(big_db, tm
     manifest_path = tmp_path / "b" / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     # Truncate the largest data file and make the manifest agree, so pg_restore itself fails midway.
-    name, _ = max(manifest["files"].items(), key=lambda item: item[1]["size"])
+    name, _unused = max(manifest["files"].items(), key=lambda item: item[1]["size"])
     path = tmp_path / "b" / "db.dump" / name
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
     manifest["files"][name] = {"size": path.stat().st_size,
@@ -243,8 +243,8 @@ def test_backup_role_records_redis_and_hides_secrets_at_vvv(tmi_db, redis_server
 def test_retention_keeps_the_newest_and_never_the_current_run(tmi_db, redis_server, tmp_path):
     tmi_db.migrate(15)
     for run in ("a1", "a2", "a3"):
-        result, _ = run_role(tmi_db, redis_server, tmp_path, "main", "-e", f"run_id={run}", "-e", "backup_keep=2",
-                             "-e", "backup_verify=false")
+        result, _unused = run_role(tmi_db, redis_server, tmp_path, "main", "-e", f"run_id={run}", "-e", "backup_keep=2",
+                                   "-e", "backup_verify=false")
         assert result.returncode == 0, result.stdout
         time.sleep(1.1)  # distinct manifest times
     kept = sorted(p.name for p in (tmp_path / "backups" / tmi_db.name).iterdir())
@@ -287,13 +287,13 @@ def test_bad_inputs_fail_before_anything_is_written(tmi_db, tmp_path, case, expe
 def test_role_reports_an_unusable_backup_dir(tmi_db, redis_server, tmp_path):
     tmi_db.migrate(15)
     (tmp_path / "backups").write_text("a file where the backup directory should be")
-    result, _ = run_role(tmi_db, redis_server, tmp_path, "main", "-e", "run_id=x1")
+    result, _unused = run_role(tmi_db, redis_server, tmp_path, "main", "-e", "run_id=x1")
     assert result.returncode != 0
     assert "Cannot create the backup directory" in result.stdout and "Nothing was written" in result.stdout
 
 
 def test_restore_entry_point_without_a_backup_says_so(tmi_db, redis_server, tmp_path):
     tmi_db.migrate(15)
-    result, _ = run_role(tmi_db, redis_server, tmp_path, "restore", "-e", "run_id=r9")
+    result, _unused = run_role(tmi_db, redis_server, tmp_path, "restore", "-e", "run_id=r9")
     assert result.returncode != 0 and "No complete backup" in result.stdout
     assert database_exists(tmi_db.server, tmi_db.name)

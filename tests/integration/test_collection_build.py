@@ -98,6 +98,7 @@ def test_execution_environment_build_context(tmp_path):
     assert created.returncode == 0, created.stdout + created.stderr
     assert (context / "Dockerfile").exists() or (context / "Containerfile").exists()
     built = context / "_build"
+
     def pins(path):
         return {line.split("#")[0].strip() for line in path.read_text().splitlines()} - {""}
 

@@ -45,10 +45,10 @@ def test_role_failure_keeps_the_modules_message_and_records_the_dirty_state(pg_s
 def test_role_refuses_bad_inputs_before_anything_changes(pg_server, tmi_db, tmp_path):
     tmi_db.migrate(15)
     before = schema_snapshot(tmi_db.conn)
-    result, _ = run_role(pg_server, tmi_db, tmp_path, "-e", f"migrate_migrations_path={MIGRATIONS_DIR}",
-                         "-e", "migrate_target_version=seventeen")
+    result, _unused = run_role(pg_server, tmi_db, tmp_path, "-e", f"migrate_migrations_path={MIGRATIONS_DIR}",
+                               "-e", "migrate_target_version=seventeen")
     assert result.returncode != 0 and "migrate role inputs are invalid" in result.stdout
-    result, _ = run_role(pg_server, tmi_db, tmp_path, "-e", f"migrate_migrations_path={tmp_path}/absent")
+    result, _unused = run_role(pg_server, tmi_db, tmp_path, "-e", f"migrate_migrations_path={tmp_path}/absent")
     assert result.returncode != 0 and "does not exist on the Ansible controller" in result.stdout
     assert schema_snapshot(tmi_db.conn) == before
 

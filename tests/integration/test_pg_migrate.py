@@ -42,8 +42,8 @@ def copy_fixture(tmp_path, upto: int):
 def test_0_to_17_to_15_to_17_with_idempotent_reruns(tmi_db):
     result = migrate(tmi_db, target_version="17")
     assert not result.get("failed"), result
-    assert (result["changed"], result["version_before"], result["version_after"], result["dirty"]) == (True, 0, 17,
-                                                                                                      False)
+    outcome = (result["changed"], result["version_before"], result["version_after"], result["dirty"])
+    assert outcome == (True, 0, 17, False)
     assert [a["version"] for a in result["applied"]] == list(range(1, 18))
     assert result["applied"][15]["statements"] == INDEXES_16 and result["applied"][15]["duration"] >= 0
     assert state(tmi_db) == [(17, False)]

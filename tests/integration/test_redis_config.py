@@ -52,8 +52,8 @@ def test_settings_are_applied_verified_idempotent_and_restorable(pg_server, redi
     assert again.returncode == 0 and changed_count(again.stdout) == 0
     assert second["changed_settings"] == []
 
-    restored, _ = run_role(pg_server, redis_fresh, tmp_path, "-e", "entry=restore",
-                           "-e", json.dumps({"redis_config_restore_settings": record["before"]}))
+    restored, _unused = run_role(pg_server, redis_fresh, tmp_path, "-e", "entry=restore",
+                                 "-e", json.dumps({"redis_config_restore_settings": record["before"]}))
     assert restored.returncode == 0, restored.stdout
     assert settings(redis_fresh) == {"maxmemory-policy": "noeviction", "notify-keyspace-events": ""}
 
@@ -66,16 +66,16 @@ def test_check_mode_reports_and_changes_nothing(pg_server, redis_fresh, tmp_path
 
 
 def test_maxmemory_in_any_unit_is_idempotent(pg_server, redis_fresh, tmp_path):
-    result, _ = run_role(pg_server, redis_fresh, tmp_path, "-e", "redis_config_maxmemory=64mb")
+    result, _unused = run_role(pg_server, redis_fresh, tmp_path, "-e", "redis_config_maxmemory=64mb")
     assert result.returncode == 0, result.stdout
     assert redis_fresh.client().config_get("maxmemory")["maxmemory"] == str(64 * 1024 * 1024)
-    again, _ = run_role(pg_server, redis_fresh, tmp_path, "-e", "redis_config_maxmemory=64mb")
+    again, _unused = run_role(pg_server, redis_fresh, tmp_path, "-e", "redis_config_maxmemory=64mb")
     assert changed_count(again.stdout) == 0
 
 
 def test_a_redis_without_config_gets_the_documented_error_or_a_skip(pg_server, tmp_path):
     with RedisServer(extra_config='rename-command CONFIG ""') as managed:
-        result, _ = run_role(pg_server, managed, tmp_path)
+        result, _unused = run_role(pg_server, managed, tmp_path)
         assert result.returncode != 0
         assert "refuses CONFIG" in result.stdout and "parameter group" in result.stdout
         skipped, record = run_role(pg_server, managed, tmp_path, "-e", "redis_config_on_config_disabled=skip")
@@ -84,6 +84,6 @@ def test_a_redis_without_config_gets_the_documented_error_or_a_skip(pg_server, t
 
 
 def test_no_secret_in_vvv_output(pg_server, redis_fresh, tmp_path):
-    result, _ = run_role(pg_server, redis_fresh, tmp_path, "-vvv")
+    result, _unused = run_role(pg_server, redis_fresh, tmp_path, "-vvv")
     assert result.returncode == 0
     assert redis_fresh.password not in result.stdout + result.stderr

@@ -210,7 +210,7 @@ def test_pre_phase_lists_every_failure_at_once(tmi_db, redis_server, tmp_path):
     fixture.inject(tmi_db.conn, "invalid_metadata")
     tmi_db.query("ALTER TABLE sources RENAME TO sources_old")
     tmi_db.query("UPDATE schema_migrations SET dirty = true")
-    result, _ = run_role(tmi_db, redis_server, tmp_path, "-e", "validate_phase=pre")
+    result, _unused = run_role(tmi_db, redis_server, tmp_path, "-e", "validate_phase=pre")
     assert result.returncode != 0
     for expected in ("[dirty_schema] the schema is dirty at version 15", "[missing_table] table public.sources",
                      "[orphans] documents.threat_model_id: 3 rows reference",
@@ -247,7 +247,7 @@ def test_post_phase_fails_on_version_indexes_constraints_and_data(v17, redis_ser
 def test_post_phase_can_ignore_a_kind_of_finding(v17, redis_server, tmp_path):
     v17.query("DROP INDEX idx_threats_threat_model_id_created_at")
     v17.query("DROP INDEX idx_threats_threat_model_id_covering")
-    result, _ = run_role(v17, redis_server, tmp_path, "-e", "validate_phase=post",
-                         "-e", '{"validate_ignore_checks": ["plan", "missing_index"]}')
+    result, _unused = run_role(v17, redis_server, tmp_path, "-e", "validate_phase=post",
+                               "-e", '{"validate_ignore_checks": ["plan", "missing_index"]}')
     assert result.returncode == 0, result.stdout
     assert "ignored:" in result.stdout and "does not use idx_threats_threat_model_id_created_at" in result.stdout
