@@ -1,13 +1,16 @@
 # make demo   - the main job: migrate.yml against throwaway local PostgreSQL and Redis
 # make test   - every test: unit, integration (real servers), Molecule scenarios
-# make lint   - ruff, yamllint, ansible-lint
+# make lint   - ruff, yamllint, ansible-lint, ansible-test sanity
+# make test-matrix - the whole pytest integration suite on every supported server pair (long)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/tests
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 DEMO_SCALE ?= 2000
 
-.PHONY: bootstrap demo test lint clean
+MATRIX ?= 15:6.2 15:7 17:6.2 17:7 18:7
+
+.PHONY: bootstrap demo test test-matrix lint clean
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -19,8 +22,16 @@ demo: bootstrap
 test: bootstrap
 	scripts/test.sh
 
+test-matrix: bootstrap
+	@set -e; for combo in $(MATRIX); do \
+	  echo "== pytest integration on PostgreSQL $${combo%%:*} + Redis $${combo##*:}"; \
+	  TMI_PG_VERSION=$${combo%%:*} TMI_REDIS_VERSION=$${combo##*:} pytest -p no:cacheprovider tests/integration $(PYTEST_ARGS); \
+	  echo "matrix: PostgreSQL $${combo%%:*} + Redis $${combo##*:}: pytest integration passed"; \
+	done
+
 lint: bootstrap
 	scripts/lint.sh
+	scripts/sanity.sh
 
 clean:
 	rm -rf .build .pytest_cache .ruff_cache runs
