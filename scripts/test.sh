@@ -19,8 +19,9 @@ echo "== pytest: unit and integration tests (real PostgreSQL ${TMI_PG_VERSION:-1
 pytest -p no:cacheprovider --junitxml=.build/pytest.xml ${PYTEST_ARGS:-}
 
 molecule_passed=0
-for scenario in molecule/*/; do
-  scenario="$(basename "$scenario")"
+# Every directory with a molecule.yml is a scenario (molecule/shared holds their common playbooks).
+for scenario in molecule/*/molecule.yml; do
+  scenario="$(basename "$(dirname "$scenario")")"
   echo "== molecule scenario $scenario"
   python -m tmi_testenv run --scale "${MOLECULE_SCALE:-50}" -- molecule test -s "$scenario"
   molecule_passed=$((molecule_passed + 1))
