@@ -13,8 +13,8 @@ trap 'rm -rf "$work"' EXIT
 root="$work/ansible_collections"
 mkdir -p "$root/tmi/migration" "$root/community"
 git ls-files -co --exclude-standard | tar -cf - -T - | tar -xf - -C "$root/tmi/migration"
-bundled="$(python -c 'import ansible_collections, os; print(os.path.dirname(ansible_collections.__file__))' 2>/dev/null \
-  || python -c 'import ansible_collections; print(list(ansible_collections.__path__)[0])')"
+# The collections the ansible package bundles (a namespace package: __path__, no __file__).
+bundled="$(python -c 'import ansible_collections; print(list(ansible_collections.__path__)[0])')"
 for dep in postgresql general; do ln -sfn "$bundled/community/$dep" "$root/community/$dep"; done
 cache="$HOME/.ansible/test/cache"
 mkdir -p "$cache"

@@ -101,25 +101,35 @@ def tmi_install(pg: PostgresServer, redis_server: RedisServer, db: Database, wor
     env = ansible_env(pg, redis_server, db.name, workdir)
     standin = StandIn(workdir / "app")
     write_config(standin.config, env, env)
+    # The session's Redis is shared: every install starts from, and leaves, the server defaults.
+    reset_redis(redis_server)
     standin.start()
     env.update(standin.env())
     try:
         yield standin, env
     finally:
         standin.stop()
-        # The session's Redis is shared: put back the settings a migration run changes.
-        client = redis_server.client()
-        client.config_set("maxmemory-policy", "noeviction")
-        client.config_set("notify-keyspace-events", "")
-        client.flushall()
+        reset_redis(redis_server)
+
+
+def reset_redis(redis_server: RedisServer) -> None:
+    """Redis' default values of the settings a migration run changes, and an empty cache."""
+    client = redis_server.client()
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("notify-keyspace-events", "")
+    client.flushall()
+
+
+def playbook_argv(playbook: str, *args: str) -> list[str]:
+    """ansible-playbook on a playbook of the collection against inventories/local."""
+    return [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(REPO / "inventories" / "local"),
+            str(REPO / "playbooks" / playbook), *args]
 
 
 def run_playbook(playbook: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     """Run a playbook of the collection against inventories/local, as an operator would."""
-    ansible_playbook = str(Path(sys.executable).parent / "ansible-playbook")
-    return subprocess.run([ansible_playbook, "-i", str(REPO / "inventories" / "local"),
-                           str(REPO / "playbooks" / playbook), *args],
-                          cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    return subprocess.run(playbook_argv(playbook, *args), cwd=REPO, env=env, capture_output=True, text=True,
+                          check=False)
 
 
 class ModuleRun:

@@ -10,7 +10,7 @@ import time
 import psutil
 import pytest
 
-from conftest import REPO, ansible_env, run_module, run_playbook, start_module
+from conftest import REPO, ansible_env, reset_redis, run_module, run_playbook, start_module
 from tmi_testenv import fixture
 from tmi_testenv.fixture import schema_snapshot
 
@@ -223,7 +223,7 @@ def test_no_password_on_any_command_line_while_dumping_and_restoring(big_db, tmp
 def test_backup_role_records_redis_and_hides_secrets_at_vvv(tmi_db, redis_server, tmp_path):
     tmi_db.migrate(15)
     fixture.generate(tmi_db.conn, 20)
-    redis_server.client().config_set("maxmemory-policy", "noeviction")  # the session server is shared
+    reset_redis(redis_server)  # the session server is shared: start from its defaults
     redis_server.client().set("tmi:cache:threat_model:1", "cached")
     result, record = run_role(tmi_db, redis_server, tmp_path, "main", "-e", "run_id=vvv-run", "-vvv")
     assert result.returncode == 0, result.stdout

@@ -15,13 +15,12 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 from ansible_collections.tmi.migration.plugins.module_utils import snapshot
 
-from conftest import REPO, tmi_install
+from conftest import REPO, playbook_argv, run_playbook, tmi_install
 from tmi_testenv import fixture
 
 REDIS_SETTINGS = ("maxmemory-policy", "notify-keyspace-events")
@@ -36,10 +35,6 @@ class Environment:
         self.tmp_path = tmp_path
         self.standin = standin
         self.env = env
-        client = redis_server.client()
-        client.config_set("maxmemory-policy", "noeviction")
-        client.config_set("notify-keyspace-events", "")
-        client.flushall()
 
     def state(self) -> dict:
         # A fresh connection: an emergency restore swaps the database under older ones.
@@ -59,11 +54,9 @@ class Environment:
                 "maintenance": self.standin.request("GET", "/admin/maintenance")[1]["maintenance"]}
 
     def playbook(self, name: str, *extra: str, **popen) -> subprocess.CompletedProcess | subprocess.Popen:
-        argv = [str(os.path.join(os.path.dirname(sys.executable), "ansible-playbook")),
-                "-i", str(REPO / "inventories" / "local"), str(REPO / "playbooks" / name), *extra]
         if popen:
-            return subprocess.Popen(argv, cwd=REPO, env=self.env, text=True, **popen)
-        return subprocess.run(argv, cwd=REPO, env=self.env, capture_output=True, text=True, check=False)
+            return subprocess.Popen(playbook_argv(name, *extra), cwd=REPO, env=self.env, text=True, **popen)
+        return run_playbook(name, self.env, *extra)
 
     def records(self, name: str = "run") -> list[dict]:
         runs = self.tmp_path / "runs"
@@ -174,3 +167,27 @@ def test_killed_mid_migration_then_rollback_playbook_restores_a_clean_state(envi
     assert after == before
     rollback = environment.records("rollback")[-1]
     assert rollback["rollback"]["mode"] == "emergency" and rollback["rollback"]["succeeded"] is True
+
+
+def test_planned_rollback_refuses_data_that_differs_and_auto_falls_back_to_the_backup(environment, pg_server):
+    before = environment.state()
+    migrated = environment.playbook("migrate.yml")
+    assert migrated.returncode == 0, migrated.stdout[-4000:]
+    # Rows lost after the migration: the down migrations cannot bring them back.
+    conn = pg_server.connect(environment.db.name)
+    with conn.cursor() as cur:
+        cur.execute("DELETE FROM threats WHERE id IN (SELECT id FROM threats ORDER BY id LIMIT 3)")
+    conn.close()
+
+    planned = environment.playbook("rollback.yml", "-e", "tmi_rollback_mode=planned")
+    assert planned.returncode != 0
+    message = " ".join((planned.stdout + planned.stderr).split())
+    assert "the data differs from the backup's snapshot in 1 table(s): public.threats" in message
+    record = environment.records("rollback")[-1]["rollback"]
+    assert record["mode"] == "planned" and record["succeeded"] is False
+
+    auto = environment.playbook("rollback.yml")
+    assert auto.returncode == 0, auto.stdout[-4000:]
+    record = environment.records("rollback")[-1]["rollback"]
+    assert record["mode"] == "emergency" and "public.threats" in record["planned_error"]
+    assert environment.state() == before
