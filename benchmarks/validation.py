@@ -1,6 +1,6 @@
 """Benchmark: the validate role's post phase against the same checks as hand-written SQL run with psql.
 
-    PYTHONPATH=tests .venv/bin/python benchmarks/validation.py [--scale 23000] [--repeat 3]
+    .venv/bin/python benchmarks/validation.py [--scale 23000] [--repeat 3] [--out DIR]
 
 --scale is the number of threat models; 23000 gives about 1.02 million rows. The script
 starts its own throwaway PostgreSQL and Redis, builds a TMI database at version 17, takes
@@ -13,34 +13,23 @@ the baseline snapshot, then times (best of --repeat, alternating):
 * the role: ansible-playbook running tmi.migration.validate with validate_phase=post,
   including Ansible's start-up, argument validation and module round trips.
 
-Results: printed as a table, written to benchmarks/results/validation-<scale>.json, and
-the generated SQL to benchmarks/results/validation-equivalent.sql.
+Results: printed as a table, written to benchmarks/results/validation-<scale>.json with a
+plot of every round (.png), and the generated SQL to benchmarks/results/validation-equivalent.sql.
+The exit status is 3 when the best ratio misses the 1.5x target (1 when it cannot run).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
-import signal
-import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO / ".build" / "collections"))
+from benchlib import REPO, Bench, best, exit_status, median, parser, table
 
-from ansible_collections.tmi.migration.plugins.modules import pg_index_check, pg_integrity_check  # noqa: E402
+# isort: split
+from ansible_collections.tmi.migration.plugins.module_utils import snapshot
+from ansible_collections.tmi.migration.plugins.modules import pg_index_check, pg_integrity_check
 
-from tmi_testenv import fixture  # noqa: E402
-from tmi_testenv.servers import PostgresServer, RedisServer  # noqa: E402
-
-RESULTS = REPO / "benchmarks" / "results"
-CHECKSUM = "SELECT count(*), sum(('x' || substr(md5(t::text), 1, 16))::bit(64)::bigint::numeric) FROM {} t;"
+CHECKSUM = "SELECT " + snapshot.FIGURES_COLUMNS + " FROM {} t;"
 
 
 def q(identifier: str) -> str:
@@ -94,73 +83,58 @@ def equivalent_sql(conn) -> str:
     return "\n".join(lines) + "\n"
 
 
-def time_psql(pg: PostgresServer, dbname: str, sql_file: Path) -> float:
-    env = {**os.environ, "PGPASSWORD": pg.password}
-    started = time.monotonic()
-    subprocess.run([str(pg.client_bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", pg.host,
-                    "-p", str(pg.port), "-U", pg.user, "-d", dbname, "-f", str(sql_file), "-o", os.devnull],
-                   env=env, check=True)
-    return time.monotonic() - started
-
-
-def time_role(pg: PostgresServer, redis_server: RedisServer, dbname: str, baseline_file: Path, work: Path) -> float:
-    env = {**os.environ, **pg.env(dbname), **redis_server.env(), "PYTHONPATH": str(REPO / "tests"),
-           "TMI_RUN_DIR": str(work / "runs"), "TMI_BACKUP_DIR": str(work / "backups")}
-    argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(REPO / "inventories" / "local"),
-            str(REPO / "benchmarks" / "validate_post.yml"),
-            "-e", "validate_analyze=false", "-e", f"@{baseline_file}"]
-    started = time.monotonic()
-    result = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, check=False)
-    elapsed = time.monotonic() - started
-    if result.returncode != 0:
-        raise SystemExit("the validate role failed:\n" + result.stdout[-3000:])
-    return elapsed
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scale", type=int, default=23000)
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on a time-out too
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with PostgresServer() as pg, RedisServer() as redis_server, tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        pg.create_database("tmi")
-        conn = pg.connect("tmi")
-        fixture.apply_like_golang_migrate(conn, 17)
-        started = time.monotonic()
-        counts = fixture.generate(conn, args.scale)
-        generate_seconds = time.monotonic() - started
-        rows = sum(counts.values())
-        sql_file = RESULTS / "validation-equivalent.sql"
-        sql_file.write_text(equivalent_sql(conn))
-        from ansible_collections.tmi.migration.plugins.module_utils import snapshot
-
-        with conn.cursor() as cur:
-            baseline = snapshot.take(cur)
-        conn.close()
-        baseline_file = work / "baseline.json"
+    args = parser(__doc__, scale=23000, repeat=3).parse_args()
+    with Bench("validation", args) as bench:
+        rows = bench.database("tmi", 17)
+        sql_file = args.out / "validation-equivalent.sql"
+        args.out.mkdir(parents=True, exist_ok=True)
+        conn = bench.pg.connect("tmi")
+        try:
+            sql_file.write_text(equivalent_sql(conn))
+            with conn.cursor() as cur:
+                baseline = snapshot.take(cur)
+        finally:
+            conn.close()
+        baseline_file = bench.work / "baseline.json"
         baseline_file.write_text(json.dumps({"validate_baseline": baseline}))
-        time_psql(pg, "tmi", sql_file)  # warm the cache for both
+        psql = [bench.tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(sql_file), "-o", "/dev/null"]
+        bench.command(psql, "tmi")  # warm the cache for both
         psql_times, role_times = [], []
         for _round in range(args.repeat):
-            psql_times.append(time_psql(pg, "tmi", sql_file))
-            role_times.append(time_role(pg, redis_server, "tmi", baseline_file, work))
-        server_version = pg.server_version
-    best_psql, best_role = min(psql_times), min(role_times)
-    result = {
-        "benchmark": "validation", "scale": args.scale, "rows": rows, "generate_seconds": round(generate_seconds, 2),
-        "psql_seconds": [round(t, 3) for t in psql_times], "role_seconds": [round(t, 3) for t in role_times],
-        "best_psql_seconds": round(best_psql, 3), "best_role_seconds": round(best_role, 3),
-        "ratio": round(best_role / best_psql, 3), "target_ratio": 1.5,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "postgresql": server_version},
-    }
-    (RESULTS / f"validation-{args.scale}.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{'rows':>10} {'psql (s)':>10} {'role (s)':>10} {'ratio':>7} {'target':>7}")
-    print(f"{rows:>10} {best_psql:>10.2f} {best_role:>10.2f} {result['ratio']:>7.2f} {1.5:>7.2f}")
-    return 0 if result["ratio"] <= 1.5 else 1
+            psql_times.append(bench.command(psql, "tmi"))
+            role_times.append(bench.playbook("benchmarks/playbooks/validate_post.yml", "tmi",
+                                             "-e", "validate_analyze=false", "-e", f"@{baseline_file}"))
+        ratio, median_ratio = best(role_times) / best(psql_times), median(role_times) / median(psql_times)
+        result = {
+            "psql_seconds": [round(t, 3) for t in psql_times], "role_seconds": [round(t, 3) for t in role_times],
+            "best_psql_seconds": round(best(psql_times), 3), "best_role_seconds": round(best(role_times), 3),
+            "ratio": round(ratio, 3), "median_ratio": round(median_ratio, 3), "target_ratio": 1.5,
+        }
+
+        def plot(plt):
+            return bench_plot(plt, rows, psql_times, role_times)
+
+        json_path, png_path = bench.save(result, plot)
+    print(table(["rows", "psql (s)", "role (s)", "ratio", "median ratio", "target"],
+                [[rows, best(psql_times), best(role_times), ratio, median_ratio, 1.5]]))
+    print(f"results: {json_path.relative_to(REPO) if json_path.is_relative_to(REPO) else json_path}, {png_path.name}")
+    return exit_status(ratio <= 1.5)
+
+
+def bench_plot(plt, rows, psql_times, role_times):
+    figure, axes = plt.subplots(figsize=(7, 3.5))
+    rounds = range(1, len(psql_times) + 1)
+    axes.plot(rounds, psql_times, "o-", label="hand-written SQL with psql")
+    axes.plot(rounds, role_times, "s-", label="validate role (post), ansible-playbook start-up included")
+    axes.plot(rounds, [1.5 * best(psql_times)] * len(psql_times), "--", color="grey", label="1.5 x best psql")
+    axes.set_xticks(list(rounds))
+    axes.set_xlabel("round")
+    axes.set_ylabel("seconds")
+    axes.set_ylim(0, max(role_times + psql_times) * 1.3)
+    axes.set_title(f"Post-migration validation, {rows:,} rows")
+    axes.legend(loc="lower right", fontsize=8)
+    return figure
 
 
 if __name__ == "__main__":

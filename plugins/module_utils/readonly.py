@@ -17,35 +17,89 @@ __metaclass__ = type
 import queue
 import threading
 
+from ansible_collections.tmi.migration.plugins.module_utils import snapshot
 from ansible_collections.tmi.migration.plugins.module_utils.postgres import connect
+
+# Bytes of every table (heap and TOAST): what a sequential scan of it costs, to order the jobs.
+TABLE_SIZES_SQL = (
+    "SELECT n.nspname, c.relname, pg_table_size(c.oid) FROM pg_class c "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') "
+    "AND n.nspname NOT IN ('pg_catalog', 'information_schema')")
+
+
+def table_sizes(cursor):
+    """{(schema, table): bytes} of every ordinary and partitioned table outside the system catalogs."""
+    cursor.execute(TABLE_SIZES_SQL)
+    return dict(((schema, name), size) for schema, name, size in cursor.fetchall())
+
+
+def figures_job(schema, table):
+    """A pool job: ('schema.table', (rows, checksum)) of one table."""
+    def job(cursor):
+        return "%s.%s" % (schema, table), snapshot.table_figures(cursor, schema, table)
+    return job
+
+
+def parallel_figures(module, application_name, size, dbname=None):
+    """The figures ``snapshot.take`` returns for every user table, computed over ``size``
+    connections that share one snapshot, the largest tables first."""
+    pool = SnapshotPool(module, application_name, size, workers_per_scan=0, dbname=dbname)
+    try:
+        with pool.cursor as cur:
+            tables = snapshot.user_tables(cur)
+            sizes = table_sizes(cur)
+        results = pool.run([figures_job(schema, table) for schema, table in tables],
+                           costs=[sizes.get(table, 0) for table in tables])
+    finally:
+        pool.close()
+    return dict((name, {"rows": rows, "checksum": checksum}) for name, (rows, checksum) in results)
 
 
 class SnapshotPool(object):
-    """``run(jobs)`` calls each ``job(cursor)`` on one of ``size`` connections sharing a snapshot."""
+    """``run(jobs)`` calls each ``job(cursor)`` on one of ``size`` connections sharing a snapshot
+    (of ``dbname``, or of the module's ``login_db``).
 
-    def __init__(self, module, application_name, size):
-        self.connections = [connect(module, application_name)]
-        with self.connections[0].cursor() as cur:
-            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            cur.execute("SELECT pg_export_snapshot()")
-            snapshot_id = cur.fetchone()[0]
-        for _index in range(max(1, size) - 1):
-            conn = connect(module, application_name)
+    ``workers_per_scan``, when given, is each connection's ``max_parallel_workers_per_gather``.
+    The connections are already the parallelism; PostgreSQL's parallel workers on top of them
+    compete for the same cores (measured in docs/benchmarks.md), so the modules default it to 0
+    and leave raising it to servers with more cores than connections.
+    """
+
+    def __init__(self, module, application_name, size, workers_per_scan=None, dbname=None):
+        self.connections = []
+        snapshot_id = None
+        for _index in range(max(1, size)):
+            conn = connect(module, application_name, dbname=dbname)
+            self.connections.append(conn)
             with conn.cursor() as cur:
                 cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot_id,))
-            self.connections.append(conn)
+                if snapshot_id is None:
+                    cur.execute("SELECT pg_export_snapshot()")
+                    snapshot_id = cur.fetchone()[0]
+                else:
+                    cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot_id,))
+                if workers_per_scan is not None:
+                    cur.execute("SELECT set_config('max_parallel_workers_per_gather', %s, true)",
+                                (str(int(workers_per_scan)),))
 
     @property
     def cursor(self):
         """A cursor of the first connection, for small queries outside ``run``."""
         return self.connections[0].cursor()
 
-    def run(self, jobs):
-        """Run every job; return their results in order. The first exception is raised again."""
+    def run(self, jobs, costs=None):
+        """Run every job; return their results in order. The first exception is raised again.
+
+        ``costs`` (one number per job, e.g. the bytes it scans) sets the order: the most
+        expensive first, so a long scan does not start last and leave the other
+        connections idle at the end (longest-processing-time-first scheduling).
+        """
+        order = range(len(jobs))
+        if costs is not None:
+            order = sorted(order, key=lambda index: -costs[index])
         work = queue.Queue()
-        for index, job in enumerate(jobs):
-            work.put((index, job))
+        for index in order:
+            work.put((index, jobs[index]))
         results = [None] * len(jobs)
         errors = []
 

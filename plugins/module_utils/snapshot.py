@@ -32,11 +32,14 @@ def user_tables(cursor):
     return [(row[0], row[1]) for row in cursor.fetchall()]
 
 
+# The select list of a table's figures over the alias t (also written out by benchmarks/validation.py).
+FIGURES_COLUMNS = "count(*), coalesce(sum(('x' || substr(md5(t::text), 1, 16))::bit(64)::bigint::numeric), 0)::text"
+
+
 def table_figures(cursor, schema, table):
     """(row count, checksum as a decimal string) of one table."""
-    cursor.execute(sql.SQL(
-        "SELECT count(*), coalesce(sum(('x' || substr(md5(t::text), 1, 16))::bit(64)::bigint::numeric), 0)::text "
-        "FROM {}.{} AS t").format(sql.Identifier(schema), sql.Identifier(table)))
+    cursor.execute(sql.SQL("SELECT " + FIGURES_COLUMNS + " FROM {}.{} AS t").format(
+        sql.Identifier(schema), sql.Identifier(table)))
     count, checksum = cursor.fetchone()
     return int(count), checksum
 

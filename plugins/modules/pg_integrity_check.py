@@ -114,9 +114,19 @@ options:
     default: 5
     version_added: 0.1.0
   parallel:
-    description: Connections to spread the scans over.
+    description:
+      - Connections to spread the scans over, like C(vacuumdb --jobs). The largest scans start first.
+      - Raise it to the number of cores the server can spare.
     type: int
     default: 2
+    version_added: 0.1.0
+  workers_per_scan:
+    description:
+      - PostgreSQL parallel workers each scan may use (C(max_parallel_workers_per_gather) of these sessions).
+      - The O(parallel) connections are already the parallelism, and workers on top of them compete for the same
+        cores, so the default is V(0); a negative value keeps the server's setting.
+    type: int
+    default: 0
     version_added: 0.1.0
 attributes:
   check_mode:
@@ -198,7 +208,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 from ansible_collections.tmi.migration.plugins.module_utils import snapshot
 from ansible_collections.tmi.migration.plugins.module_utils.postgres import argument_spec
-from ansible_collections.tmi.migration.plugins.module_utils.readonly import SnapshotPool
+from ansible_collections.tmi.migration.plugins.module_utils.readonly import SnapshotPool, figures_job, table_sizes
 
 try:
     import psycopg2
@@ -244,9 +254,13 @@ class Checker(object):
         self.pool = pool
         self.failed = []
         with pool.cursor as cur:
-            cur.execute("SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                        "WHERE n.nspname = %s AND c.relkind IN ('r', 'p')", (self.schema,))
-            self.existing = set(row[0] for row in cur.fetchall())
+            self.sizes = table_sizes(cur)
+        self.existing = set(name for schema, name in self.sizes if schema == self.schema)
+
+    def cost(self, *tables, **kwargs):
+        """The bytes the scans of a job read, weighted by how much work each row takes (``factor``)."""
+        return kwargs.get("factor", 1) * sum(self.sizes.get(t if isinstance(t, tuple) else (self.schema, t), 0)
+                                             for t in tables)
 
     def table(self, name, schema=None):
         return sql.SQL("{}.{}").format(sql.Identifier(schema or self.schema), sql.Identifier(name))
@@ -358,12 +372,6 @@ class Checker(object):
             return ("%s.%s" % (spec["table"], spec["column"]), dict((str(v), int(n)) for v, n in cur.fetchall()))
         return job
 
-    @staticmethod
-    def figures_job(schema, table):
-        def job(cur):
-            return "%s.%s" % (schema, table), snapshot.table_figures(cur, schema, table)
-        return job
-
     # --- the whole check ---------------------------------------------------------------
     def run(self):
         params = self.params
@@ -375,27 +383,32 @@ class Checker(object):
         if params["state_table"]:
             result["schema_state"] = self.state(params["state_table"])
 
-        jobs = []
+        jobs = []  # (kind, job, cost): the costs order the jobs, the most expensive first
         if params["foreign_keys"]:
             with self.pool.cursor as cur:
                 cur.execute(FOREIGN_KEYS_SQL, (self.schema,))
                 for name, child, parent, parent_schema, columns, ref_columns in cur.fetchall():
                     jobs.append(("orphans", self.foreign_key_job(name, child, parent, parent_schema, columns,
-                                                                 ref_columns)))
+                                                                 ref_columns),
+                                 self.cost(child, (parent_schema, parent))))
         relations = TMI_RELATIONS if params["logical_relations"] is None else params["logical_relations"]
         for relation in relations:
             if relation["table"] in self.existing and relation["ref_table"] in self.existing:
-                jobs.append(("orphans", self.logical_job(relation)))
+                jobs.append(("orphans", self.logical_job(relation),
+                             self.cost(relation["table"], relation["ref_table"])))
         rules = TMI_VALUE_RULES if params["value_rules"] is None else params["value_rules"]
         by_table = {}
         for rule in rules:
             if rule["table"] in self.existing:
                 by_table.setdefault(rule["table"], []).append(rule)
-        jobs += [("value_rules", self.value_job(table, table_rules)) for table, table_rules in by_table.items()]
+        jobs += [("value_rules", self.value_job(table, table_rules), self.cost(table))
+                 for table, table_rules in by_table.items()]
         uniques = TMI_UNIQUE_RULES if params["unique_rules"] is None else params["unique_rules"]
-        jobs += [("invalid_values", self.unique_job(r)) for r in uniques if r["table"] in self.existing]
+        jobs += [("invalid_values", self.unique_job(r), self.cost(r["table"], factor=2))
+                 for r in uniques if r["table"] in self.existing]
         spreads = TMI_DISTRIBUTION if params["distribution"] is None else params["distribution"]
-        jobs += [("distribution", self.distribution_job(d)) for d in spreads if d["table"] in self.existing]
+        jobs += [("distribution", self.distribution_job(d), self.cost(d["table"]))
+                 for d in spreads if d["table"] in self.existing]
 
         snapshot_tables = None
         if params["snapshot"] or params["compare_to"] is not None:
@@ -404,13 +417,15 @@ class Checker(object):
             if params["snapshot_tables"] is not None:
                 wanted = set(params["snapshot_tables"])
                 snapshot_tables = [t for t in snapshot_tables if "%s.%s" % t in wanted]
-            jobs += [("snapshot", self.figures_job(s, t)) for s, t in snapshot_tables]
+            # md5 of every row's text: about three times the work of a plain scan per byte
+            jobs += [("snapshot", figures_job(s, t), self.cost((s, t), factor=3)) for s, t in snapshot_tables]
         counted = set(t for s, t in snapshot_tables or () if s == self.schema)
-        jobs += [("row_count", self.count_job(t)) for t in params["tables"] if t in self.existing and t not in counted]
+        jobs += [("row_count", self.count_job(t), self.cost(t)) for t in params["tables"]
+                 if t in self.existing and t not in counted]
 
-        outcomes = self.pool.run([job for _kind, job in jobs])
+        outcomes = self.pool.run([job for _kind, job, _cost in jobs], costs=[cost for _kind, _job, cost in jobs])
         figures = {}
-        for (kind, _job), outcome in zip(jobs, outcomes):
+        for (kind, _job, _cost), outcome in zip(jobs, outcomes):
             if kind == "value_rules":
                 for each in outcome:
                     self.record_invalid(result, each)
@@ -531,10 +546,12 @@ def main():
                                 default=["public.schema_migrations", "public.tmi_migration_history"]),
             samples=dict(type="int", default=5),
             parallel=dict(type="int", default=2),
+            workers_per_scan=dict(type="int", default=0),
         ),
         supports_check_mode=True,
     )
-    pool = SnapshotPool(module, APPLICATION_NAME, module.params["parallel"])
+    workers = module.params["workers_per_scan"]
+    pool = SnapshotPool(module, APPLICATION_NAME, module.params["parallel"], None if workers < 0 else workers)
     try:
         result = Checker(module, pool).run()
     except (psycopg2.Error, KeyError, ValueError) as error:

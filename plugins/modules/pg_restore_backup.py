@@ -14,7 +14,8 @@ version_added: 0.1.0
 description:
   - Checks every file of a backup made by M(tmi.migration.pg_backup) against the sha256 in its manifest, creates
     O(target_db) (which must not exist), restores with parallel C(pg_restore --exit-on-error), and compares every
-    table's row count and content checksum with the figures the manifest recorded in the dump's snapshot.
+    table's row count and content checksum with the figures the manifest recorded in the dump's snapshot (over
+    O(jobs) connections sharing one snapshot, the largest tables first).
   - Any failure drops O(target_db) again; an existing database is never touched before the restore is verified.
   - With O(replace), swaps the verified database into place - connections to the live database are refused and
     ended, the live database is renamed to O(keep_old_as), and O(target_db) takes its name. The old database is kept
@@ -41,7 +42,7 @@ options:
     default: ""
     version_added: 0.1.0
   jobs:
-    description: Parallel pg_restore jobs.
+    description: Parallel pg_restore jobs, and connections that compute the restored tables' figures.
     type: int
     default: 2
     version_added: 0.1.0
@@ -137,6 +138,7 @@ from ansible.module_utils.common.text.converters import to_native
 from ansible_collections.tmi.migration.plugins.module_utils import pgtools, snapshot
 from ansible_collections.tmi.migration.plugins.module_utils.migrations import file_sha256
 from ansible_collections.tmi.migration.plugins.module_utils.postgres import argument_spec, connect
+from ansible_collections.tmi.migration.plugins.module_utils.readonly import parallel_figures
 
 try:
     import psycopg2
@@ -193,13 +195,8 @@ class Restorer(object):
                      "AND pid <> pg_backend_pid()", (name,))
 
     def figures(self, name):
-        conn = connect(self.module, APPLICATION_NAME, dbname=name)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                return snapshot.take(cur)
-        finally:
-            conn.close()
+        """The restored tables' figures, over as many connections as pg_restore had jobs."""
+        return parallel_figures(self.module, APPLICATION_NAME, self.module.params["jobs"], dbname=name)
 
     def swap(self, live, new, old):
         """Put ``new`` in place of ``live``, keeping ``live`` as ``old``; refuse connections meanwhile."""

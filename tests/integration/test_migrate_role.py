@@ -62,3 +62,24 @@ def test_role_plan_only_changes_nothing(pg_server, tmi_db, tmp_path):
     assert "Schema version 15, target 17: up through 16, 17 (plan only)" in result.stdout
     assert record["applied"] == [] and record["version_after"] == 15
     assert schema_snapshot(tmi_db.conn) == before
+
+
+def test_role_stages_files_from_a_controller_and_reads_them_in_place_on_a_local_runner(pg_server, tmi_db, tmp_path):
+    """controller: one archive, unpacked into a private directory removed afterwards; auto on a
+    local connection: the directory is read where it is, with no staging tasks."""
+    tmi_db.migrate(15)
+    staging = tmp_path / "tmp"
+    staging.mkdir()
+    env = {**ansible_env(pg_server, None, tmi_db.name), "TMPDIR": str(staging)}
+    result = run_playbook(PLAYBOOK, env, "-e", f"result_file={tmp_path}/r.json", "-e",
+                          f"migrate_migrations_path={MIGRATIONS_DIR}", "-e", "migrate_migrations_source=controller",
+                          "-e", "migrate_target_version=16")
+    assert result.returncode == 0, result.stdout
+    assert "TASK [tmi.migration.migrate : Unpack them into the private directory on the runner]" in result.stdout
+    assert "000016 add_performance_indexes up" in result.stdout
+    assert list(staging.glob("tmi-migrations-*")) == [], "the staged copy and the archive are removed"
+    result = run_playbook(PLAYBOOK, {**env, "ANSIBLE_DISPLAY_SKIPPED_HOSTS": "false"}, "-e",
+                          f"result_file={tmp_path}/r.json", "-e", f"migrate_migrations_path={MIGRATIONS_DIR}")
+    assert result.returncode == 0, result.stdout
+    assert "private directory" not in result.stdout and "Pack the migration files" not in result.stdout
+    assert "000017 enhance_metadata up" in result.stdout

@@ -166,6 +166,62 @@ def test_the_snapshot_equals_the_backups_figures(v17, tmp_path):
     assert integrity(v17, compare_to=backup["figures"])["failed_checks"] == []
 
 
+def comparable(result):
+    return {k: v for k, v in result.items() if k not in ("elapsed", "invocation")}
+
+
+def test_parallel_scans_and_workers_do_not_change_the_figures(v17):
+    """The scheduling options (connections, longest-first order, workers per scan) change speed only."""
+    fixture.inject(v17.conn, "orphaned_threats")
+    results = [comparable(integrity(v17, snapshot=True, parallel=p, workers_per_scan=w))
+               for p, w in ((1, 0), (3, 0), (3, 2), (2, -1))]
+    assert checks(results[0], "orphans"), "the injected orphans must be found"
+    assert all(r == results[0] for r in results[1:])
+
+
+class ModuleParams:
+    """What connect() reads of an AnsibleModule: its parameters, and fail_json for a connection error."""
+
+    def __init__(self, params):
+        self.params = params
+
+    def fail_json(self, msg, **_kw):
+        raise AssertionError(msg)
+
+    def warn(self, _msg):
+        pass
+
+
+def test_the_snapshot_pool_shares_one_snapshot_and_runs_longest_first(v17):
+    from ansible_collections.tmi.migration.plugins.module_utils.readonly import SnapshotPool
+
+    pool = SnapshotPool(ModuleParams({**v17.module_args(), "ca_cert": None, "ssl_mode": "prefer",
+                                      "connect_params": {}, "login_unix_socket": ""}), "test", 2,
+                        workers_per_scan=3)
+    try:
+        v17.query("INSERT INTO users (email, name) VALUES ('late@example.org', 'late')")
+        v17.conn.commit()
+        started = []
+
+        def job(name):
+            def run(cur):
+                started.append(name)
+                cur.execute("SELECT count(*) FROM users WHERE email = 'late@example.org'")
+                late = cur.fetchone()[0]
+                cur.execute("SELECT current_setting('max_parallel_workers_per_gather')")
+                return name, late, cur.fetchone()[0]
+            return run
+
+        names = ["small", "large", "medium", "tiny"]
+        results = pool.run([job(n) for n in names], costs=[10, 1000, 100, 1])
+        assert [r[0] for r in results] == names, "results come back in the jobs' order"
+        assert started[:2] == ["large", "medium"], "the two most expensive jobs start first"
+        assert all(late == 0 for _n, late, _w in results), "every connection reads the snapshot taken at the start"
+        assert {workers for _n, _l, workers in results} == {"3"}
+    finally:
+        pool.close()
+
+
 @pytest.mark.parametrize("check_mode", [False, True])
 def test_neither_module_changes_anything(v17, check_mode):
     for defect in ("orphaned_threats", "invalid_index", "not_valid_constraint"):
