@@ -48,8 +48,8 @@ def parser(doc: str, scale: int, repeat: int = 1) -> argparse.ArgumentParser:
 class Bench:
     """Servers, a scratch directory and timed runs for one benchmark."""
 
-    def __init__(self, name: str, args: argparse.Namespace, app: bool = False):
-        self.name, self.args, self.with_app = name, args, app
+    def __init__(self, name: str, args: argparse.Namespace):
+        self.name, self.args = name, args
         self.pg = PostgresServer()
         self.redis = RedisServer()
         self.app = None
