@@ -27,7 +27,7 @@ from __future__ import annotations
 import shutil
 import sys
 
-from benchlib import Bench, bars, best, exit_status, parser, table
+from benchlib import COMPRESS, JOBS, Bench, bars, best, exit_status, parser, table
 
 
 def runbook(bench: Bench, round_no: int) -> dict:
@@ -37,9 +37,7 @@ def runbook(bench: Bench, round_no: int) -> dict:
     seconds = {
         "pg_dump > backup.sql": bench.command([bench.tool("pg_dump"), "-d", "tmi", "-f", str(dump)]),
         "createdb + psql < backup.sql": (
-            bench.command([bench.tool("createdb"), "tmi_test"])
-            + bench.command([bench.tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", "tmi_test", "-f",
-                             str(dump), "-o", "/dev/null"])),
+            bench.command([bench.tool("createdb"), "tmi_test"]) + bench.psql_file(dump, "tmi_test")),
         "redis-cli --rdb": bench.redis_rdb(rdb),
     }
     bench.sql('DROP DATABASE "tmi_test"')
@@ -50,10 +48,7 @@ def runbook(bench: Bench, round_no: int) -> dict:
 def bare_parallel(bench: Bench, round_no: int) -> float:
     """The role's dump and scratch restore commands alone; seconds."""
     dump = bench.work / f"bare_{round_no}.dump"
-    seconds = (bench.command([bench.tool("pg_dump"), "--format=directory", "--jobs=2", "--compress=1", "--file",
-                              str(dump), "-d", "tmi"])
-               + bench.command([bench.tool("createdb"), "tmi_scratch"])
-               + bench.command([bench.tool("pg_restore"), "--jobs=2", "--no-owner", "-d", "tmi_scratch", str(dump)]))
+    seconds = bench.dump_directory("tmi", dump) + bench.restore_directory(dump, "tmi_scratch")
     bench.sql('DROP DATABASE "tmi_scratch"')
     shutil.rmtree(dump)
     return seconds
@@ -78,7 +73,7 @@ def main() -> int:
                   "bare_parallel_seconds": [round(t, 3) for t in bare_times],
                   "bare_parallel_ratio": round(best(bare_times) / best(runbook_times), 3),
                   "ratio": round(ratio, 3), "target_ratio": 0.6, "met": ratio <= 0.6,
-                  "jobs": 2, "compress": 1}
+                  "jobs": JOBS, "compress": COMPRESS}
 
         def plot(plt):
             labels = [f"runbook: {step}" for step in fastest] + ["runbook, in all", "bare parallel dump + restore",

@@ -34,6 +34,7 @@ from tmi_testenv.servers import PostgresServer, RedisServer  # noqa: E402
 RESULTS = REPO / "benchmarks" / "results"
 MISSED = 3  # exit status: the benchmark ran and wrote its results, and its target was missed
 BIN = Path(sys.executable).parent
+JOBS, COMPRESS = 2, 1  # the backup role's backup_jobs and backup_compress defaults, for the bare commands
 
 
 def parser(doc: str, scale: int, repeat: int = 1) -> argparse.ArgumentParser:
@@ -59,6 +60,9 @@ class Bench:
 
     def __enter__(self) -> Bench:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on a time-out too
+        # A shell's background job (nohup ... &) starts with SIGINT ignored, and children inherit an
+        # ignored signal: Ctrl-C would not stop this script, nor SIGINT a client load (pgbench) it starts.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         self._tmp = tempfile.TemporaryDirectory(prefix=f"tmi-bench-{self.name}-")
         self.work = Path(self._tmp.name)
         self.pg.start()
@@ -133,11 +137,27 @@ class Bench:
             raise SystemExit(f"{Path(argv[0]).name} failed ({result.returncode}):\n{result.stderr[-3000:]}")
         return elapsed
 
+    def psql_file(self, path: Path, dbname: str, *options: str) -> float:
+        """``psql -f path`` into dbname, stopping at the first error, output discarded; seconds."""
+        return self.command([self.tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", *options, "-f", str(path),
+                             "-o", "/dev/null"], dbname)
+
+    def dump_directory(self, dbname: str, path: Path) -> float:
+        """``pg_dump`` in the backup role's format (directory, JOBS jobs, COMPRESS); seconds."""
+        return self.command([self.tool("pg_dump"), "--format=directory", f"--jobs={JOBS}", f"--compress={COMPRESS}",
+                             "--file", str(path), "-d", dbname])
+
+    def restore_directory(self, path: Path, dbname: str) -> float:
+        """``createdb`` and ``pg_restore --jobs=JOBS`` of a directory dump into it; seconds."""
+        return (self.command([self.tool("createdb"), dbname])
+                + self.command([self.tool("pg_restore"), "--exit-on-error", f"--jobs={JOBS}", "--no-owner",
+                                "-d", dbname, str(path)]))
+
     def psql_migrate(self, dbname: str, version: int) -> float:
         """The runbook's way to apply one migration: the file by psql in one transaction, then the
         state row as golang-migrate keeps it; seconds."""
         up = next(fixture.MIGRATIONS_DIR.glob(f"{version:06d}_*.up.sql"))
-        seconds = self.command([self.tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-1", "-f", str(up)], dbname)
+        seconds = self.psql_file(up, dbname, "-1")
         started = time.monotonic()
         self.sql(f"UPDATE schema_migrations SET version = {version}, dirty = false", dbname)
         return seconds + time.monotonic() - started

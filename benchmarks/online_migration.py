@@ -31,6 +31,9 @@ from pathlib import Path
 
 from benchlib import Bench, exit_status, parser, table
 
+# isort: split
+from ansible_collections.tmi.migration.plugins.modules.api_probe import percentile  # the probe's nearest rank
+
 SETUP = """
 CREATE TABLE bench_ids AS
     SELECT row_number() OVER () AS n, threat_model_id AS tm_id, id AS threat_id
@@ -62,10 +65,6 @@ INSERT INTO metadata (entity_type, entity_id, key, value)
 }
 WEIGHTS = {"read": 6, "threat": 2, "metadata": 2}
 WARMUP, SETTLE = 5.0, 5.0
-
-
-def migrate_runbook(bench: Bench, dbname: str, version: int) -> None:
-    bench.psql_migrate(dbname, version)
 
 
 def migrate_collection(bench: Bench, dbname: str, version: int) -> None:
@@ -124,21 +123,14 @@ def read_log(logdir: Path) -> list[tuple[float, float, bool]]:
     return sorted(transactions)
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
-
-
 def figures(run: dict, start: float, end: float) -> dict:
     """Latency figures of the transactions that ran (at least partly) between start and end."""
     inside = [(s, lat, failed) for s, lat, failed in run["transactions"] if s <= end and s + lat >= start]
     latencies = [lat for _s, lat, failed in inside if not failed]
     return {"transactions": len(inside), "failed": sum(1 for *_x, failed in inside if failed),
             "max_ms": round(max(latencies, default=0) * 1000, 1),
-            "p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
-            "p50_ms": round(percentile(latencies, 0.50) * 1000, 1),
+            "p99_ms": round(percentile(latencies, 0.99) * 1000, 1) if latencies else 0.0,
+            "p50_ms": round(percentile(latencies, 0.50) * 1000, 1) if latencies else 0.0,
             "seconds": round(end - start, 2)}
 
 
@@ -152,7 +144,7 @@ def main() -> int:
         bench.sql(SETUP, "tmi_runbook")
         threats = bench.sql("SELECT count(*) FROM threats", "tmi_runbook")[0][0]
         bench.clone("tmi_runbook", "tmi_collection")
-        runs = {"runbook": run_way(bench, args, "runbook", "tmi_runbook", migrate_runbook),
+        runs = {"runbook": run_way(bench, args, "runbook", "tmi_runbook", Bench.psql_migrate),
                 "collection": run_way(bench, args, "collection", "tmi_collection", migrate_collection)}
         result = {"threats": threats, "rate": args.rate, "clients": args.clients, "ways": {}}
         for way, run in runs.items():

@@ -30,7 +30,6 @@ import sys
 from benchlib import Bench, best, exit_status, parser, table
 from validation import equivalent_sql
 
-JOBS, COMPRESS = 2, 1  # the backup role's defaults, used by both
 DEMO_SCALE, RATIO_SCALE = 2000, 23000
 PROFILE = re.compile(r"^(?P<task>.+?) -+ (?P<seconds>\d+\.\d+)s$")  # profile_tasks pads with at least one -
 RECAP = re.compile(r"ok=(?P<ok>\d+) .* skipped=(?P<skipped>\d+)")
@@ -40,12 +39,8 @@ def parts(bench: Bench, round_no: int) -> dict[str, float]:
     """The unavoidable parts of a migration, one after the other on a fresh copy; seconds each."""
     bench.clone("tmi_source", "tmi_parts")
     dump = bench.work / f"parts-{round_no}.dump"
-    seconds = {"dump": bench.command([bench.tool("pg_dump"), "--format=directory", f"--jobs={JOBS}",
-                                      f"--compress={COMPRESS}", "--file", str(dump), "-d", "tmi_parts"])}
-    seconds["scratch restore"] = (
-        bench.command([bench.tool("createdb"), "tmi_scratch"])
-        + bench.command([bench.tool("pg_restore"), "--exit-on-error", f"--jobs={JOBS}", "--no-owner",
-                         "-d", "tmi_scratch", str(dump)]))
+    seconds = {"dump": bench.dump_directory("tmi_parts", dump),
+               "scratch restore": bench.restore_directory(dump, "tmi_scratch")}
     seconds["migration SQL"] = bench.psql_migrate("tmi_parts", 16) + bench.psql_migrate("tmi_parts", 17)
     sql_file = bench.work / "validation.sql"
     conn = bench.pg.connect("tmi_parts")
@@ -53,9 +48,7 @@ def parts(bench: Bench, round_no: int) -> dict[str, float]:
         sql_file.write_text(equivalent_sql(conn))  # written out from the catalog, not timed
     finally:
         conn.close()
-    seconds["validation SQL"] = bench.command(
-        [bench.tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(sql_file), "-o", "/dev/null"],
-        "tmi_parts")
+    seconds["validation SQL"] = bench.psql_file(sql_file, "tmi_parts")
     bench.sql('DROP DATABASE "tmi_scratch"')
     shutil.rmtree(dump)
     return seconds

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import sys
 
-from benchlib import Bench, bars, best, exit_status, parser, table
-
-JOBS = 2  # backup_jobs' default, used by both
+from benchlib import JOBS, Bench, bars, best, exit_status, parser, table
 
 
 def main() -> int:
@@ -46,10 +44,7 @@ def main() -> int:
                                                 "-e", f"bench_run_id=restore{round_no}",
                                                 "-e", "backup_restore_drop_old=true"))
             bench.sql('DROP DATABASE IF EXISTS "tmi_bare"')
-            bare_times.append(
-                bench.command([bench.tool("createdb"), "tmi_bare"])
-                + bench.command([bench.tool("pg_restore"), f"--jobs={JOBS}", "--no-owner", "-d", "tmi_bare",
-                                 str(dump)]))
+            bare_times.append(bench.restore_directory(dump, "tmi_bare"))
         overhead = best(restore_times) / best(bare_times)
         result = {"migrate_seconds": round(migrate_seconds, 3), "planned_rollback_seconds": round(planned, 3),
                   "restore_seconds": [round(t, 3) for t in restore_times],

@@ -98,11 +98,10 @@ def main() -> int:
             conn.close()
         baseline_file = bench.work / "baseline.json"
         baseline_file.write_text(json.dumps({"validate_baseline": baseline}))
-        psql = [bench.tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(sql_file), "-o", "/dev/null"]
-        bench.command(psql, "tmi")  # warm the cache for both
+        bench.psql_file(sql_file, "tmi")  # warm the cache for both
         psql_times, role_times = [], []
         for _round in range(args.repeat):
-            psql_times.append(bench.command(psql, "tmi"))
+            psql_times.append(bench.psql_file(sql_file, "tmi"))
             role_times.append(bench.playbook("benchmarks/playbooks/validate_post.yml", "tmi",
                                              "-e", "validate_analyze=false", "-e", f"@{baseline_file}"))
         ratio, median_ratio = best(role_times) / best(psql_times), median(role_times) / median(psql_times)
