@@ -33,20 +33,20 @@ def table_sizes(cursor):
     return dict(((schema, name), size) for schema, name, size in cursor.fetchall())
 
 
-def figures_job(schema, table):
-    """A pool job: ('schema.table', (rows, checksum)) of one table."""
+def figures_job(schema, table, columns=None):
+    """A pool job: ('schema.table', (rows, checksum)) of one table (over ``columns`` only, if given)."""
     def job(cursor):
-        return "%s.%s" % (schema, table), snapshot.table_figures(cursor, schema, table)
+        return "%s.%s" % (schema, table), snapshot.table_figures(cursor, schema, table, columns)
     return job
 
 
-def parallel_figures(module, application_name, size, dbname=None):
-    """The figures ``snapshot.take`` returns for every user table, computed over ``size``
-    connections that share one snapshot, the largest tables first."""
+def parallel_figures(module, application_name, size, dbname=None, skip=()):
+    """The figures ``snapshot.take`` returns for every user table (but those named in ``skip``),
+    computed over ``size`` connections that share one snapshot, the largest tables first."""
     pool = SnapshotPool(module, application_name, size, workers_per_scan=0, dbname=dbname)
     try:
         with pool.cursor as cur:
-            tables = snapshot.user_tables(cur)
+            tables = [t for t in snapshot.user_tables(cur) if "%s.%s" % t not in skip]
             sizes = table_sizes(cur)
         results = pool.run([figures_job(schema, table) for schema, table in tables],
                            costs=[sizes.get(table, 0) for table in tables])

@@ -34,22 +34,52 @@ def user_tables(cursor):
 
 # The select list of a table's figures over the alias t (also written out by benchmarks/validation.py).
 FIGURES_COLUMNS = "count(*), coalesce(sum(('x' || substr(md5(t::text), 1, 16))::bit(64)::bigint::numeric), 0)::text"
+# The same over some of the columns only: {} is the ROW(...) of those columns.
+PROJECTED_COLUMNS = "count(*), coalesce(sum(('x' || substr(md5({}::text), 1, 16))::bit(64)::bigint::numeric), 0)::text"
 
 
-def table_figures(cursor, schema, table):
-    """(row count, checksum as a decimal string) of one table."""
-    cursor.execute(sql.SQL("SELECT " + FIGURES_COLUMNS + " FROM {}.{} AS t").format(
-        sql.Identifier(schema), sql.Identifier(table)))
+def table_columns(cursor, schema, table):
+    """The table's columns in their order (attnum)."""
+    cursor.execute("SELECT a.attname::text FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+                   "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s "
+                   "AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum", (schema, table))
+    return [row[0] for row in cursor.fetchall()]
+
+
+def table_figures(cursor, schema, table, columns=None):
+    """(row count, checksum as a decimal string) of one table, over the given columns only if any.
+
+    A migration that adds, drops or retypes columns still has to keep the other columns of every
+    row as they were: their figures are compared over exactly those columns.
+    """
+    if columns is None:
+        select = sql.SQL(FIGURES_COLUMNS)
+    else:
+        row = sql.SQL("ROW({})").format(sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c))
+                                                             for c in columns))
+        select = sql.SQL(PROJECTED_COLUMNS).format(row)
+    cursor.execute(sql.SQL("SELECT {} FROM {}.{} AS t").format(select, sql.Identifier(schema), sql.Identifier(table)))
     count, checksum = cursor.fetchone()
     return int(count), checksum
 
 
-def take(cursor, tables=None):
-    """{'schema.table': {'rows': n, 'checksum': '...'}} for the given or all user tables."""
+def figure(rows, checksum, columns=None):
+    """One table's entry in a snapshot; ``columns`` only when the figures cover some columns only."""
+    entry = {"rows": rows, "checksum": checksum}
+    if columns is not None:
+        entry["columns"] = list(columns)
+    return entry
+
+
+def take(cursor, tables=None, columns=None):
+    """{'schema.table': {'rows': n, 'checksum': '...'}} for the given or all user tables
+    (``columns``: {'schema.table': [column, ...]} for tables figured over some columns only)."""
     figures = {}
+    columns = columns or {}
     for schema, table in (tables if tables is not None else user_tables(cursor)):
-        rows, checksum = table_figures(cursor, schema, table)
-        figures["%s.%s" % (schema, table)] = {"rows": rows, "checksum": checksum}
+        name = "%s.%s" % (schema, table)
+        rows, checksum = table_figures(cursor, schema, table, columns.get(name))
+        figures[name] = figure(rows, checksum, columns.get(name))
     return figures
 
 

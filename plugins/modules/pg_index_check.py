@@ -65,6 +65,14 @@ options:
     type: bool
     default: false
     version_added: 0.1.0
+  introduced:
+    description:
+      - Names of the indexes the applied files create; a duplicate among them is marked C(introduced) (this run's
+        files made it), so an operator can tell new findings from old ones.
+    type: list
+    elements: str
+    default: []
+    version_added: 0.1.0
   check_duplicates:
     description: Report duplicate indexes.
     type: bool
@@ -137,6 +145,7 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
+from ansible_collections.tmi.migration.plugins.module_utils.datacheck import finding
 from ansible_collections.tmi.migration.plugins.module_utils.postgres import argument_spec, connect
 
 try:
@@ -277,8 +286,7 @@ class IndexChecker(object):
         self.failed = []
 
     def fail(self, check, message, **details):
-        details.update(check=check, message=message)
-        self.failed.append(details)
+        self.failed.append(finding(check, message, **details))
 
     def run(self):
         params = self.params
@@ -308,10 +316,13 @@ class IndexChecker(object):
             for names in groups.values():
                 if len(names) > 1:
                     result["duplicates"].append(names)
+                    introduced = sorted(set(names) & set(params["introduced"]))
                     self.fail("duplicate_index", "indexes %s on %s are duplicates (same keys and predicate): every "
-                                                 "write maintains both; drop one" % (" and ".join(names),
-                                                                                     by_name[names[0]]["table"]),
-                              names=names)
+                                                 "write maintains both; drop one%s" % (
+                                                     " and ".join(names), by_name[names[0]]["table"],
+                                                     " (introduced by this run: %s)" % ", ".join(introduced)
+                                                     if introduced else ""),
+                              names=names, introduced=bool(introduced))
 
         for query in self.queries():
             result["plans"].append(self.check_plan(query))
@@ -326,7 +337,7 @@ class IndexChecker(object):
             return outcome
         parsed = parse_indexdef(actual["definition"])
         mismatches = []
-        if actual["table"] != spec["table"]:
+        if actual["table"] != spec["table"].split(".")[-1]:
             mismatches.append("it is on table %s" % actual["table"])
         for key in ("columns", "include"):
             if key in spec and [normalise_expression(c) for c in spec[key]] != [normalise_expression(c)
@@ -420,6 +431,7 @@ def main():
             analyze=dict(type="bool", default=False),
             explain_analyze=dict(type="bool", default=False),
             check_duplicates=dict(type="bool", default=True),
+            introduced=dict(type="list", elements="str", default=[]),
         ),
         supports_check_mode=True,
     )

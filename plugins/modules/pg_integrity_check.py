@@ -41,6 +41,13 @@ options:
     type: dict
     default: {}
     version_added: 0.1.0
+  require_tables:
+    description:
+      - Whether a table of O(expected_columns) that does not exist is a failed check. V(false) checks the columns of
+        the tables that exist only (an application profile applied to a database that may not be that application's).
+    type: bool
+    default: true
+    version_added: 0.1.0
   state_table:
     description:
       - golang-migrate's state table (for example C(schema_migrations)) to read the schema version and dirty flag
@@ -101,6 +108,31 @@ options:
   compare_to:
     description: An earlier snapshot (for example a backup's figures); every difference is a failed check.
     type: dict
+    version_added: 0.1.0
+  changes:
+    description:
+      - What the applied files do to each table, as M(tmi.migration.pg_migrate) returns it in C(analysis.tables).
+      - With O(snapshot), the figures of a table whose columns the files add, drop, retype or rename cover only the
+        columns that must keep their values (listed in the figures as C(columns)).
+      - With O(compare_to), each table is judged by what its files may do to it instead of being required to equal
+        the baseline (see RV(data_check)); without it every difference is a failed check.
+    type: dict
+    version_added: 0.1.0
+  unknown:
+    description:
+      - Statements of the applied files whose effect the analysis cannot read (C(analysis.unknown)), named in the
+        message of a change no statement explains. Such a change still fails unless declared in O(allow_changes).
+    type: list
+    elements: dict
+    default: []
+    version_added: 0.1.0
+  allow_changes:
+    description:
+      - Tables an operator declares may change beyond what the files say, each a C(schema.table) name (any change)
+        or C({table, changes}) with C(changes) a list of V(write) and V(delete). A declared change is a warning.
+    type: list
+    elements: raw
+    default: []
     version_added: 0.1.0
   compare_ignore:
     description: Tables (C(schema.table)) left out of the comparison because the migration may change them.
@@ -186,8 +218,18 @@ snapshot:
   description: Per table, C(rows) and C(checksum).
   returned: when O(snapshot=true)
   type: dict
+data_check:
+  description:
+    - Per table, with O(compare_to) and O(changes) - C(rows_before), C(rows_after), C(content) (unchanged, changed,
+      new, dropped), C(does) (what the files do to it), C(by) (which file and line), C(verdict) (ok, warning, error)
+      and C(message).
+  returned: when O(compare_to) and O(changes) are given
+  type: list
+  elements: dict
+  sample: [{"table": "public.threats", "rows_before": 6000, "rows_after": 6000, "content": "changed",
+            "does": ["write"], "by": "000018 line 1: updates rows", "verdict": "ok", "message": ""}]
 differences:
-  description: Differences from O(compare_to).
+  description: Differences from O(compare_to) (with O(changes), the findings of the data check).
   returned: when O(compare_to) is given
   type: list
   elements: dict
@@ -197,7 +239,8 @@ schema_state:
   type: dict
   sample: {"version": 17, "dirty": false}
 failed_checks:
-  description: Every finding, each with C(check), C(message) and details.
+  description:
+    - Every finding, each with C(check), C(message), C(severity) (V(error) or V(warning)) and details.
   returned: always
   type: list
   elements: dict
@@ -206,7 +249,7 @@ failed_checks:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
-from ansible_collections.tmi.migration.plugins.module_utils import snapshot
+from ansible_collections.tmi.migration.plugins.module_utils import analysis, datacheck, snapshot
 from ansible_collections.tmi.migration.plugins.module_utils.postgres import argument_spec
 from ansible_collections.tmi.migration.plugins.module_utils.readonly import SnapshotPool, figures_job, table_sizes
 
@@ -266,8 +309,7 @@ class Checker(object):
         return sql.SQL("{}.{}").format(sql.Identifier(schema or self.schema), sql.Identifier(name))
 
     def fail(self, check, message, **details):
-        details.update(check=check, message=message)
-        self.failed.append(details)
+        self.failed.append(datacheck.finding(check, message, **details))
 
     def sample_column(self, cur, table):
         """The single-column primary key of a table, for sample ids; ctid where there is none."""
@@ -414,11 +456,13 @@ class Checker(object):
         if params["snapshot"] or params["compare_to"] is not None:
             with self.pool.cursor as cur:
                 snapshot_tables = snapshot.user_tables(cur)
+                projected = self.projected_columns(cur, snapshot_tables)
             if params["snapshot_tables"] is not None:
                 wanted = set(params["snapshot_tables"])
                 snapshot_tables = [t for t in snapshot_tables if "%s.%s" % t in wanted]
             # md5 of every row's text: about three times the work of a plain scan per byte
-            jobs += [("snapshot", figures_job(s, t), self.cost((s, t), factor=3)) for s, t in snapshot_tables]
+            jobs += [("snapshot", figures_job(s, t, projected.get("%s.%s" % (s, t))), self.cost((s, t), factor=3))
+                     for s, t in snapshot_tables]
         counted = set(t for s, t in snapshot_tables or () if s == self.schema)
         jobs += [("row_count", self.count_job(t), self.cost(t)) for t in params["tables"]
                  if t in self.existing and t not in counted]
@@ -442,7 +486,7 @@ class Checker(object):
             elif kind == "distribution":
                 result["distribution"][outcome[0]] = outcome[1]
             elif kind == "snapshot":
-                figures[outcome[0]] = dict(rows=outcome[1][0], checksum=outcome[1][1])
+                figures[outcome[0]] = snapshot.figure(outcome[1][0], outcome[1][1], projected.get(outcome[0]))
             else:
                 result["row_counts"][outcome[0]] = outcome[1]
         for table in params["tables"]:
@@ -453,13 +497,38 @@ class Checker(object):
         self.constraints(result)
         if params["snapshot"]:
             result["snapshot"] = figures
-        if params["compare_to"] is not None:
+        if params["compare_to"] is not None and params["changes"] is not None:
+            rows, findings = datacheck.judge(params["compare_to"], figures, params["changes"], params["unknown"],
+                                             params["allow_changes"], params["compare_ignore"])
+            result["data_check"] = rows
+            result["differences"] = findings
+            self.failed.extend(findings)
+        elif params["compare_to"] is not None:
             differences = snapshot.compare(params["compare_to"], figures, ignore=params["compare_ignore"])
             result["differences"] = differences
             for diff in differences:
                 self.fail("data_changed", "data changed since the baseline: %s" % snapshot.describe([diff]), **diff)
         result["failed_checks"] = self.failed
         return result
+
+    def projected_columns(self, cur, tables):
+        """{table: columns} of the tables figured over some columns only.
+
+        Compared with a baseline: the columns the baseline was figured over (those of them still
+        there; a missing one is lost data). As a baseline for O(changes): every column but those the
+        files drop, retype or rename, so the figures after the migration can be compared."""
+        projected = {}
+        existing = dict(("%s.%s" % t, t) for t in tables)
+        if self.params["compare_to"] is not None:
+            for name, entry in self.params["compare_to"].items():
+                if entry.get("columns") is not None and name in existing:
+                    now = snapshot.table_columns(cur, *existing[name])
+                    projected[name] = [c for c in entry["columns"] if c in now]
+        elif self.params["changes"]:
+            for name, leave_out in analysis.projections(self.params["changes"]).items():
+                if name in existing:
+                    projected[name] = [c for c in snapshot.table_columns(cur, *existing[name]) if c not in leave_out]
+        return projected
 
     def record_invalid(self, result, outcome):
         result["invalid_values"].append(outcome)
@@ -490,7 +559,7 @@ class Checker(object):
             found = set(cur.fetchall())
         for table, columns in expected.items():
             if table not in self.existing:
-                if table not in self.params["tables"]:
+                if table not in self.params["tables"] and self.params["require_tables"]:
                     self.fail("missing_table", "table %s.%s does not exist" % (self.schema, table), table=table)
                 continue
             for column in columns:
@@ -517,7 +586,7 @@ class Checker(object):
             for expected in self.params["expected_constraints"]:
                 cur.execute("SELECT c.convalidated FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid "
                             "JOIN pg_namespace n ON n.oid = t.relnamespace WHERE n.nspname = %s AND t.relname = %s "
-                            "AND c.conname = %s", (self.schema, expected["table"], expected["name"]))
+                            "AND c.conname = %s", (self.schema, expected["table"].split(".")[-1], expected["name"]))
                 row = cur.fetchone()
                 if row is None:
                     message = "constraint %s on %s is missing" % (expected["name"], expected["table"])
@@ -537,6 +606,7 @@ def main():
             unique_rules=dict(type="list", elements="dict"),
             expected_constraints=dict(type="list", elements="dict", default=[]),
             expected_columns=dict(type="dict", default={}),
+            require_tables=dict(type="bool", default=True),
             state_table=dict(type="str", default=""),
             distribution=dict(type="list", elements="dict"),
             snapshot=dict(type="bool", default=False),
@@ -547,6 +617,9 @@ def main():
             samples=dict(type="int", default=5),
             parallel=dict(type="int", default=2),
             workers_per_scan=dict(type="int", default=0),
+            changes=dict(type="dict"),
+            unknown=dict(type="list", elements="dict", default=[]),
+            allow_changes=dict(type="list", elements="raw", default=[]),
         ),
         supports_check_mode=True,
     )

@@ -219,6 +219,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.common.text.converters import to_native
+from ansible_collections.tmi.migration.plugins.module_utils import analysis
 from ansible_collections.tmi.migration.plugins.module_utils import migrations as files
 from ansible_collections.tmi.migration.plugins.module_utils.postgres import argument_spec, connect
 
@@ -229,6 +230,19 @@ except ImportError:  # connect() reports it through missing_required_lib
     psycopg2 = None
 
 LOCK_NOT_AVAILABLE = "55P03"
+FOREIGN_KEYS_SQL = (
+    "SELECT con.conname, cn.nspname || '.' || cc.relname, pn.nspname || '.' || pc.relname, con.confdeltype::text, "
+    "con.confupdtype::text FROM pg_constraint con JOIN pg_class cc ON cc.oid = con.conrelid "
+    "JOIN pg_namespace cn ON cn.oid = cc.relnamespace JOIN pg_class pc ON pc.oid = con.confrelid "
+    "JOIN pg_namespace pn ON pn.oid = pc.relnamespace WHERE con.contype = 'f'")
+# Functions that are not PostgreSQL's own nor an extension's: a call of one may change any table.
+USER_FUNCTIONS_SQL = (
+    "SELECT DISTINCT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+    "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND NOT EXISTS (SELECT 1 FROM pg_depend d "
+    "WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')")
+TABLES_SQL = (
+    "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')")
 APPLICATION_NAME = "tmi.migration.pg_migrate"
 
 
@@ -338,6 +352,22 @@ class Migrator(object):
         if self.locked and not self.conn.closed:
             self.execute("SELECT pg_advisory_unlock(%s)", (self.lock_id,))
             self.locked = False
+
+    # --- what the planned files do ------------------------------------------------------
+    def analyse(self, steps):
+        """analysis.analyse_plan of the planned steps, with the catalog facts it needs, and the tables the
+        files act on that neither exist nor are created by an earlier planned statement (``missing``)."""
+        foreign_keys = [dict(name=r[0], table=r[1], ref_table=r[2], on_delete=r[3], on_update=r[4])
+                        for r in self.execute(FOREIGN_KEYS_SQL)]
+        user_functions = set(r[0] for r in self.execute(USER_FUNCTIONS_SQL))
+        existing = set(r[0] for r in self.execute(TABLES_SQL))
+        planned = []
+        for migration, direction, _after in steps:
+            with open(migration.path(direction)) as handle:
+                planned.append((migration.version, migration.title, direction, handle.read()))
+        result = analysis.analyse_plan(planned, self.schema, user_functions, foreign_keys)
+        result["missing"] = [table for table in result["requires"] if table not in existing]
+        return result
 
     # --- history -----------------------------------------------------------------------
     def ensure_history_table(self):
@@ -558,6 +588,7 @@ def main():
             steps = []
             result["plan_error"] = to_native(error)
         result["plan"] = _plan_dicts(steps)
+        result["analysis"] = migrator.analyse(steps)
         result["edited_files"] = migrator.edited_files(migrations, before)
         for edited in result["edited_files"]:
             module.warn("Migration %(version)d (%(file)s) changed since it was applied on %(applied_at)s; "
@@ -586,6 +617,8 @@ def main():
                 steps = files.plan(migrations, before, target)
             except files.MigrationError as error:
                 module.fail_json(msg=to_native(error), **result)
+            if _plan_dicts(steps) != result["plan"]:  # another run moved the version meanwhile
+                result["analysis"] = migrator.analyse(steps)
             result.update(version_before=before, version_after=before, dirty=dirty, plan=_plan_dicts(steps))
         if dirty:
             holder = None if migrator.locked else migrator.lock_holder()
@@ -606,6 +639,13 @@ def main():
                     % (target, before), **result)
         if not steps:
             module.exit_json(**result)
+        missing = result["analysis"]["missing"]
+        if missing:
+            module.fail_json(msg="The planned migrations act on %s, which %s not exist in database %s (and no earlier "
+                                 "planned statement creates %s). Point the module at the database these migrations "
+                                 "belong to, or check the files. Nothing was changed."
+                                 % (", ".join(missing), "does" if len(missing) == 1 else "do", migrator.database,
+                                    "it" if len(missing) == 1 else "them"), **result)
         result["changed"] = True
         if module.check_mode:
             result["version_after"] = target

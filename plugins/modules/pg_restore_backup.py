@@ -74,6 +74,32 @@ options:
     type: bool
     default: false
     version_added: 0.1.0
+  guard_only:
+    description:
+      - Change nothing; compare the live database O(replace) with the backup and return in RV(discards) what a swap
+        would throw away - every table the run did not change (O(changes)) that differs from the backup's figures,
+        every table created since, and for the tables the run changed, what O(baseline) says was written before the
+        migration started.
+      - Run it with the application's writes stopped (maintenance mode), so the answer still holds at the swap.
+    type: bool
+    default: false
+    version_added: 0.1.0
+  changes:
+    description: What the run's migration files do to each table (M(tmi.migration.pg_migrate)'s C(analysis.tables)).
+    type: dict
+    default: {}
+    version_added: 0.1.0
+  baseline:
+    description: The figures of the data when the run's migration started (the validate role's baseline).
+    type: dict
+    default: {}
+    version_added: 0.1.0
+  ignore:
+    description: Tables (C(schema.table)) left out of O(guard_only)'s comparison, such as the migration state tables.
+    type: list
+    elements: str
+    default: [public.schema_migrations, public.tmi_migration_history]
+    version_added: 0.1.0
 attributes:
   check_mode:
     support: full
@@ -122,6 +148,16 @@ old_db:
   description: The name the replaced database now has (absent if O(drop_old)).
   returned: when O(replace) was done
   type: str
+discards:
+  description:
+    - With O(guard_only), per table what a swap would throw away - C(table), C(backup_rows), C(live_rows) and
+      C(message). Empty when the swap loses nothing the application wrote.
+  returned: with O(guard_only)
+  type: list
+  elements: dict
+  sample: [{"table": "public.documents", "backup_rows": 6059, "live_rows": 6079,
+            "message": "public.documents: 6059 rows in the backup, 6079 now: 20 rows written after the backup would
+                        be lost"}]
 duration:
   description: Seconds spent restoring and verifying.
   returned: when a restore ran
@@ -135,7 +171,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
-from ansible_collections.tmi.migration.plugins.module_utils import pgtools, snapshot
+from ansible_collections.tmi.migration.plugins.module_utils import datacheck, pgtools, snapshot
 from ansible_collections.tmi.migration.plugins.module_utils.migrations import file_sha256
 from ansible_collections.tmi.migration.plugins.module_utils.postgres import argument_spec, connect
 from ansible_collections.tmi.migration.plugins.module_utils.readonly import parallel_figures
@@ -231,9 +267,16 @@ def main():
             replace=dict(type="str"),
             keep_old_as=dict(type="str"),
             drop_old=dict(type="bool", default=False),
+            guard_only=dict(type="bool", default=False),
+            changes=dict(type="dict", default={}),
+            baseline=dict(type="dict", default={}),
+            ignore=dict(type="list", elements="str",
+                        default=["public.schema_migrations", "public.tmi_migration_history"]),
         ),
         required_by=dict(replace="keep_old_as"),
-        mutually_exclusive=[("replace", "drop_after"), ("verify_only", "replace"), ("verify_only", "drop_after")],
+        required_if=[("guard_only", True, ("replace",))],
+        mutually_exclusive=[("replace", "drop_after"), ("verify_only", "replace"), ("verify_only", "drop_after"),
+                            ("guard_only", "verify_only"), ("guard_only", "drop_after")],
         supports_check_mode=True,
     )
     params = module.params
@@ -246,6 +289,15 @@ def main():
     result = dict(changed=False, target_db=target, verified=False, backup=params["backup"])
     restorer = Restorer(module)
     try:
+        if params["guard_only"]:
+            if not restorer.exists(live):
+                module.fail_json(msg="The database to replace, %s, does not exist. Nothing was changed." % live,
+                                 **result)
+            skip = set(params["changes"]) | set(params["ignore"])
+            live_figures = parallel_figures(module, APPLICATION_NAME, params["jobs"], dbname=live, skip=skip)
+            result["discards"] = datacheck.discards(manifest["figures"], live_figures, params["changes"],
+                                                    params["baseline"], params["ignore"])
+            module.exit_json(**result)
         if params["verify_only"]:
             if not restorer.exists(target):
                 module.fail_json(msg="Database %s does not exist; nothing to verify." % target, **result)

@@ -1,0 +1,478 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, tmi.migration maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What each statement of a migration file does to the data, read with PostgreSQL's own parser.
+
+Pure functions, no database access (the catalog facts they need - foreign keys, user
+functions - are passed in), so they are unit-tested over a table of statement kinds.
+
+Written here because no library does it: pglast parses SQL, squawk and eugene lint or
+trace locks, but none says which tables a statement may change and how. The collection
+needs that to judge a migration by what its files say (a table no statement touches must
+not change; a table an UPDATE writes may) instead of comparing the whole database.
+
+What a statement does to a table is one of:
+
+* ``none``      schema only, rows untouched (an index, a constraint, a trigger, a default);
+* ``alter``     columns added, dropped, retyped or renamed: the rows stay, the other columns keep their values;
+* ``write``     rows inserted or updated (INSERT, UPDATE, COPY FROM, ON DELETE SET NULL reached by a cascade);
+* ``delete``    rows deleted (DELETE, TRUNCATE, MERGE, ON DELETE CASCADE reached by a cascade);
+* ``drop``      the table dropped; ``create``: the table created; ``rename``: the table renamed.
+
+A statement whose effect cannot be known statically (a DO block, CALL, EXECUTE, a call of a
+function that is not PostgreSQL's own) is ``unknown``: it could reach any table.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+try:
+    import pglast
+    from pglast import ast as pg_ast
+    from pglast import enums as pg_enums
+    from pglast.stream import RawStream
+    from pglast.visitors import Visitor
+except ImportError:  # migrations.PGLAST_IMPORT_ERROR is what the modules report
+    pglast = None
+    Visitor = object
+
+KINDS = ("none", "alter", "write", "delete", "drop", "create", "rename")
+# Statement kinds that change no table's rows (besides the objects they create or drop, which are read below).
+_SCHEMA_ONLY = {
+    "CommentStmt", "GrantStmt", "GrantRoleStmt", "CreateSeqStmt", "AlterSeqStmt", "CreateFunctionStmt",
+    "AlterFunctionStmt", "CreateTrigStmt", "CreateEnumStmt", "AlterEnumStmt", "CreateDomainStmt",
+    "AlterDomainStmt", "CompositeTypeStmt", "CreateRangeStmt", "DefineStmt", "ViewStmt", "CreateExtensionStmt",
+    "AlterExtensionStmt", "CreateSchemaStmt", "VariableSetStmt", "VariableShowStmt", "TransactionStmt", "LockStmt",
+    "CreatePolicyStmt", "AlterPolicyStmt", "RuleStmt", "AlterOwnerStmt", "AlterObjectSchemaStmt",
+    "CreateStatsStmt", "AlterStatsStmt", "VacuumStmt", "ClusterStmt", "ReindexStmt", "CreatePublicationStmt",
+    "AlterPublicationStmt", "AlterDefaultPrivilegesStmt", "CreateCastStmt", "CreateConversionStmt",
+    "CreateOpClassStmt", "CreateOpFamilyStmt", "AlterOpFamilyStmt", "AlterTypeStmt", "AlterCollationStmt",
+    "CreateEventTrigStmt", "AlterEventTrigStmt", "RefreshMatViewStmt", "ExplainStmt", "NotifyStmt", "ListenStmt",
+    "UnlistenStmt", "DeallocateStmt", "PrepareStmt", "CheckPointStmt", "DiscardStmt", "CreateRoleStmt",
+    "AlterRoleStmt", "DropRoleStmt", "AlterTableSpaceOptionsStmt", "SecLabelStmt", "AlterDatabaseSetStmt",
+}
+_UNKNOWN = {"DoStmt": "a DO block", "CallStmt": "a CALL of a procedure",
+            "ExecuteStmt": "EXECUTE of a prepared statement"}
+# ALTER TABLE subcommands that change columns, and what becomes of the column.
+_COLUMN_CHANGES = {"AT_AddColumn": "added", "AT_DropColumn": "dropped", "AT_AlterColumnType": "changed",
+                   "AT_SetExpression": "changed", "AT_DropExpression": "changed"}
+# ALTER TABLE subcommands that rewrite the table without changing a value.
+_REWRITES = {"AT_AlterColumnType", "AT_SetAccessMethod", "AT_SetLogged", "AT_SetUnLogged", "AT_SetTableSpace"}
+# pg_constraint.confdeltype / confupdtype: what a referenced row's delete (or key update) does to the child.
+_CASCADE_DOES = {"c": "delete", "n": "write", "d": "write"}
+_ACTION_NAMES = {"c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
+
+
+def qualify(schema, name, default_schema):
+    return "%s.%s" % (schema or default_schema, name)
+
+
+def _rangevar(node, default_schema):
+    return qualify(node.schemaname, node.relname, default_schema)
+
+
+def _names(node):
+    """A qualified name given as a list of String nodes, as (schema or None, name)."""
+    parts = [p.sval for p in node]
+    return (parts[-2] if len(parts) > 1 else None), parts[-1]
+
+
+class _Walker(Visitor):
+    """Every data-modifying statement and function call anywhere in a statement (CTEs, subqueries)."""
+
+    def __init__(self):
+        self.modifications = []
+        self.functions = []
+
+    def visit_InsertStmt(self, ancestors, node):
+        self.modifications.append(("write", node.relation, "inserts rows"))
+
+    def visit_UpdateStmt(self, ancestors, node):
+        self.modifications.append(("write", node.relation, "updates rows"))
+
+    def visit_DeleteStmt(self, ancestors, node):
+        self.modifications.append(("delete", node.relation, "deletes rows"))
+
+    def visit_MergeStmt(self, ancestors, node):
+        self.modifications.append(("delete", node.relation, "merges rows (may insert, update and delete)"))
+
+    def visit_FuncCall(self, ancestors, node):
+        self.functions.append(_names(node.funcname))
+
+
+class Statement(object):
+    """What one statement does: per table the kinds of change, objects it creates and drops, or why it is unknown."""
+
+    def __init__(self, raw, text, line):
+        self.kind = type(raw.stmt).__name__
+        self.line = line
+        self.text = " ".join(text.split())
+        self.tables = {}  # qualified table -> {"does": set, "added"/"dropped"/"changed": [...], ...}
+        self.creates = {"tables": [], "indexes": [], "constraints": [], "functions": []}
+        self.drops = {"tables": [], "indexes": [], "constraints": []}
+        self.unknown = None
+        self.rewrites = []
+
+    def touch(self, table, does, what, **extra):
+        entry = self.tables.setdefault(table, {"does": set(), "what": []})
+        entry["does"].add(does)
+        if what not in entry["what"]:
+            entry["what"].append(what)
+        for key, value in extra.items():
+            if isinstance(value, list):
+                entry.setdefault(key, [])
+                entry[key].extend(v for v in value if v not in entry[key])
+            else:
+                entry[key] = value
+
+    def as_dict(self):
+        return dict(line=self.line, kind=self.kind, statement=self.text if len(self.text) <= 200
+                    else self.text[:197] + "...", unknown=self.unknown, rewrites=sorted(self.rewrites),
+                    creates=dict((k, v) for k, v in self.creates.items() if v),
+                    drops=dict((k, v) for k, v in self.drops.items() if v),
+                    tables=dict((name, dict(entry, does=sorted(entry["does"])))
+                                for name, entry in sorted(self.tables.items())))
+
+
+def _is_user_function(name, user_functions):
+    schema, function = name
+    if schema == "pg_catalog":
+        return False
+    if schema is not None:
+        return True  # a function in another schema is not PostgreSQL's own
+    return function in user_functions
+
+
+def _alter_table(statement, stmt, default_schema):
+    if stmt.objtype != pg_enums.ObjectType.OBJECT_TABLE or stmt.relation is None:
+        return
+    table = _rangevar(stmt.relation, default_schema)
+    for cmd in stmt.cmds or ():
+        subtype = pg_enums.AlterTableType(cmd.subtype).name
+        column = cmd.name or (cmd.def_.colname if isinstance(cmd.def_, pg_ast.ColumnDef) else None)
+        if subtype in _REWRITES:
+            statement.rewrites.append(table)
+        if subtype in _COLUMN_CHANGES and column:
+            keeps = _COLUMN_CHANGES[subtype]
+            verb = {"added": "adds", "dropped": "drops", "changed": "changes"}[keeps]
+            statement.touch(table, "alter", "%s column %s" % (verb, column), **{keeps: [column]})
+            if keeps == "added" and isinstance(cmd.def_, pg_ast.ColumnDef):
+                _column_constraints(statement, table, cmd.def_)
+        elif subtype == "AT_AddConstraint" and isinstance(cmd.def_, pg_ast.Constraint):
+            _constraint(statement, table, cmd.def_)
+        elif subtype == "AT_DropConstraint":
+            statement.drops["constraints"].append(dict(table=table, name=cmd.name))
+            statement.touch(table, "none", "drops constraint %s" % cmd.name)
+        elif subtype in ("AT_AddInherit", "AT_DropInherit", "AT_AttachPartition", "AT_DetachPartition"):
+            # Rows of another table now count (or stop counting) as this table's.
+            statement.touch(table, "write", "changes its inheritance or partitions")
+        else:
+            statement.touch(table, "none", subtype[3:].replace("_", " ").lower() or "alters it")
+
+
+def _column_constraints(statement, table, column_def):
+    for constraint in column_def.constraints or ():
+        _constraint(statement, table, constraint)
+
+
+def _constraint(statement, table, constraint):
+    contype = pg_enums.ConstrType(constraint.contype).name
+    if constraint.conname and contype in ("CONSTR_CHECK", "CONSTR_UNIQUE", "CONSTR_PRIMARY", "CONSTR_FOREIGN",
+                                          "CONSTR_EXCLUSION"):
+        statement.creates["constraints"].append(dict(table=table, name=constraint.conname))
+    statement.touch(table, "none", "adds %s constraint%s" % (contype[7:].lower(),
+                                                            " " + constraint.conname if constraint.conname else ""))
+
+
+def _create_table(statement, stmt, default_schema):
+    table = _rangevar(stmt.relation, default_schema)
+    statement.creates["tables"].append(dict(table=table, if_not_exists=bool(stmt.if_not_exists)))
+    statement.touch(table, "create", "creates it" + (" if it does not exist" if stmt.if_not_exists else ""),
+                    if_not_exists=bool(stmt.if_not_exists))
+    for element in stmt.tableElts or ():
+        if isinstance(element, pg_ast.ColumnDef):
+            _column_constraints(statement, table, element)
+        elif isinstance(element, pg_ast.Constraint):
+            _constraint(statement, table, element)
+
+
+def _drop(statement, stmt, default_schema):
+    kind = pg_enums.ObjectType(stmt.removeType).name
+    for obj in stmt.objects or ():
+        if kind == "OBJECT_TABLE":
+            schema, name = _names(obj)
+            table = qualify(schema, name, default_schema)
+            statement.drops["tables"].append(table)
+            statement.touch(table, "drop", "drops it")
+        elif kind == "OBJECT_INDEX":
+            schema, name = _names(obj)
+            statement.drops["indexes"].append(qualify(schema, name, default_schema))
+
+
+def _rename(statement, stmt, default_schema):
+    kind = pg_enums.ObjectType(stmt.renameType).name
+    if stmt.relation is None:
+        return
+    table = _rangevar(stmt.relation, default_schema)
+    if kind == "OBJECT_COLUMN":
+        statement.touch(table, "alter", "renames column %s to %s" % (stmt.subname, stmt.newname),
+                        changed=[stmt.subname])
+    elif kind == "OBJECT_TABLE":
+        new = qualify(stmt.relation.schemaname, stmt.newname, default_schema)
+        statement.touch(table, "rename", "is renamed to %s" % new, renamed_to=new)
+        statement.touch(new, "create", "is %s renamed" % table, renamed_from=table)
+    elif kind == "OBJECT_TABCONSTRAINT":
+        statement.drops["constraints"].append(dict(table=table, name=stmt.subname))
+        statement.creates["constraints"].append(dict(table=table, name=stmt.newname))
+        statement.touch(table, "none", "renames constraint %s" % stmt.subname)
+    elif kind == "OBJECT_INDEX":
+        statement.drops["indexes"].append(table)
+        statement.creates["indexes"].append(dict(name=stmt.newname, table=None))
+
+
+def _index(statement, stmt, default_schema):
+    table = _rangevar(stmt.relation, default_schema)
+    spec = dict(name=stmt.idxname, table=table, unique=bool(stmt.unique),
+                columns=[RawStream()(e) for e in stmt.indexParams or ()],
+                include=[RawStream()(e) for e in stmt.indexIncludingParams or ()])
+    if stmt.whereClause is not None:
+        spec["where"] = RawStream()(stmt.whereClause)
+    if stmt.idxname:
+        statement.creates["indexes"].append(spec)
+    statement.touch(table, "none", "gets index %s" % (stmt.idxname or "(unnamed)"))
+
+
+def _truncate(statement, stmt, default_schema):
+    cascade = stmt.behavior == pg_enums.DropBehavior.DROP_CASCADE
+    for relation in stmt.relations or ():
+        statement.touch(_rangevar(relation, default_schema), "delete", "truncates it", truncate_cascade=cascade)
+
+
+def _modifications(statement, stmt, default_schema, user_functions):
+    walker = _Walker()
+    walker(stmt)
+    for does, relation, what in walker.modifications:
+        statement.touch(_rangevar(relation, default_schema), does, what)
+    calls = sorted(set(".".join(p for p in name if p) for name in walker.functions
+                       if _is_user_function(name, user_functions)))
+    if calls:
+        statement.unknown = "calls %s, which may change any table" % ", ".join(calls)
+
+
+def analyse_statement(raw, text, line, default_schema="public", user_functions=()):
+    """The Statement for one parsed statement (``raw`` from pglast.parse_sql)."""
+    statement = Statement(raw, text, line)
+    stmt = raw.stmt
+    kind = statement.kind
+    if kind in _UNKNOWN:
+        statement.unknown = "%s, whose effect cannot be read statically" % _UNKNOWN[kind]
+        return statement
+    if kind == "AlterTableStmt":
+        _alter_table(statement, stmt, default_schema)
+    elif kind == "CreateStmt":
+        _create_table(statement, stmt, default_schema)
+    elif kind == "CreateTableAsStmt":
+        if pg_enums.ObjectType(stmt.objtype).name == "OBJECT_TABLE":
+            table = _rangevar(stmt.into.rel, default_schema)
+            statement.creates["tables"].append(dict(table=table, if_not_exists=bool(stmt.if_not_exists)))
+            statement.touch(table, "create", "creates it from a query", if_not_exists=bool(stmt.if_not_exists))
+        _modifications(statement, stmt.query, default_schema, user_functions)
+    elif kind == "DropStmt":
+        _drop(statement, stmt, default_schema)
+    elif kind == "RenameStmt":
+        _rename(statement, stmt, default_schema)
+    elif kind == "IndexStmt":
+        _index(statement, stmt, default_schema)
+    elif kind == "TruncateStmt":
+        _truncate(statement, stmt, default_schema)
+    elif kind == "CopyStmt":
+        if stmt.is_from and stmt.relation is not None:
+            statement.touch(_rangevar(stmt.relation, default_schema), "write", "copies rows in")
+    elif kind in ("InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt", "SelectStmt"):
+        if kind == "SelectStmt" and stmt.intoClause is not None:
+            table = _rangevar(stmt.intoClause.rel, default_schema)
+            statement.creates["tables"].append(dict(table=table, if_not_exists=False))
+            statement.touch(table, "create", "creates it from a query (SELECT INTO)")
+        _modifications(statement, stmt, default_schema, user_functions)
+        return statement
+    elif kind == "CreateFunctionStmt":
+        statement.creates["functions"].append(_names(stmt.funcname)[1])
+    elif kind not in _SCHEMA_ONLY:
+        statement.unknown = "a %s statement, which this analysis does not read" % kind
+        return statement
+    if kind in ("CreateTrigStmt", "RuleStmt") and getattr(stmt, "relation", None) is not None:
+        statement.touch(_rangevar(stmt.relation, default_schema), "none",
+                        "gets a %s" % ("trigger" if kind == "CreateTrigStmt" else "rule"))
+    if kind in ("VacuumStmt", "ClusterStmt"):
+        for relation in getattr(stmt, "rels", None) or ():
+            table = getattr(relation, "relation", None)
+            if table is not None:
+                statement.rewrites.append(_rangevar(table, default_schema))
+    return statement
+
+
+def analyse_sql(sql, default_schema="public", user_functions=()):
+    """[Statement dict] of one migration file, in order, each with its 1-based line."""
+    encoded = sql.encode("utf-8")
+    statements = []
+    defined = set(user_functions)
+    for raw in pglast.parse_sql(sql):
+        start = raw.stmt_location or 0
+        length = raw.stmt_len or (len(encoded) - start)
+        text = encoded[start:start + length].decode("utf-8")
+        # The line of the statement's first token, not of the comments before it.
+        lead = len(text) - len(text.lstrip())
+        line = encoded[:start].decode("utf-8").count("\n") + text[:lead].count("\n") + 1
+        statement = analyse_statement(raw, _strip_comments(text), line, default_schema, defined)
+        defined.update(statement.creates["functions"])
+        statements.append(statement.as_dict())
+    return statements
+
+
+def _strip_comments(text):
+    return "\n".join(line for line in text.strip().splitlines() if not line.strip().startswith("--"))
+
+
+def analyse_plan(files, default_schema="public", user_functions=(), foreign_keys=()):
+    """The analysis of the planned files, in order.
+
+    ``files``: [(version, title, direction, sql)]. ``foreign_keys``: [{"table", "ref_table",
+    "on_delete", "on_update", "name"}] from the catalog (codes of pg_constraint.confdeltype).
+    Returns {"files": [{version, title, direction, statements}], "tables": {table: change},
+    "unknown": [{version, line, reason}], "expected": {indexes, constraints}, "requires": [...]}.
+    """
+    result = dict(files=[], tables={}, unknown=[], requires=[])
+    defined = set(user_functions)
+    created_tables = set()
+    for version, title, direction, sql in files:
+        statements = analyse_sql(sql, default_schema, defined)
+        for statement in statements:
+            defined.update(statement["creates"].get("functions", []))
+            if statement["unknown"]:
+                result["unknown"].append(dict(version=version, direction=direction, line=statement["line"],
+                                              reason=statement["unknown"], statement=statement["statement"]))
+            for table, entry in statement["tables"].items():
+                if "create" not in entry["does"] and table not in created_tables:
+                    if table not in result["requires"]:
+                        result["requires"].append(table)
+                if "create" in entry["does"]:
+                    created_tables.add(table)
+                _merge(result["tables"], table, entry, version, direction, statement)
+        result["files"].append(dict(version=version, title=title, direction=direction, statements=statements))
+    _cascade(result["tables"], foreign_keys)
+    result["expected"] = expectations(result["files"])
+    result["summary"] = summary_lines(result)
+    return result
+
+
+def summary_lines(result):
+    """One line per file and table: '000017 up enhance_metadata: public.metadata alter (changes column key)'."""
+    lines = []
+    for migration in result["files"]:
+        per_table = {}
+        for statement in migration["statements"]:
+            for table, entry in statement["tables"].items():
+                seen = per_table.setdefault(table, ([], []))
+                seen[0].extend(d for d in entry["does"] if d not in seen[0])
+                seen[1].extend(w for w in entry["what"] if w not in seen[1])
+        head = "%06d %s %s" % (migration["version"], migration["direction"], migration["title"])
+        if not per_table:
+            lines.append("%s: no table" % head)
+        for table in sorted(per_table):
+            does, what = per_table[table]
+            lines.append("%s: %s %s (%s)" % (head, table, "/".join(_strongest_first(does)), "; ".join(what)))
+    for table, change in sorted(result["tables"].items()):
+        for item in change["by"]:
+            if item.get("cascade_from"):
+                lines.append("cascade: %s %s" % (table, item["what"]))
+    for item in result["unknown"]:
+        lines.append("%06d %s line %s: UNKNOWN effect - %s" % (item["version"], item["direction"], item["line"],
+                                                               item["reason"]))
+    return lines
+
+
+def _strongest_first(does):
+    return sorted(does, key=lambda kind: -KINDS.index(kind) if kind in KINDS else 0)
+
+
+def _merge(tables, table, entry, version, direction, statement):
+    change = tables.setdefault(table, dict(does=[], added=[], dropped=[], changed=[], by=[]))
+    for does in entry["does"]:
+        if does not in change["does"]:
+            change["does"].append(does)
+    for key in ("added", "dropped", "changed"):
+        change[key].extend(c for c in entry.get(key, []) if c not in change[key])
+    for key in ("renamed_to", "renamed_from", "truncate_cascade", "if_not_exists"):
+        if key in entry:
+            change[key] = entry[key]
+    change["by"].append(dict(version=version, direction=direction, line=statement["line"],
+                             what=", ".join(entry["what"])))
+    # The table's last word: created after a drop is new again; dropped after a create is gone.
+    if "create" in entry["does"]:
+        change["state"] = "created"
+    elif "drop" in entry["does"] or "rename" in entry["does"]:
+        change["state"] = "gone"
+
+
+def _cascade(tables, foreign_keys):
+    """Add what deletes and truncates reach through foreign keys, until nothing new is reached."""
+    by_parent = {}
+    for key in foreign_keys:
+        by_parent.setdefault(key["ref_table"], []).append(key)
+    pending = [t for t, c in tables.items() if "delete" in c["does"] or "write" in c["does"]]
+    seen = set()
+    while pending:
+        parent = pending.pop()
+        change = tables[parent]
+        for key in by_parent.get(parent, ()):
+            child = key["table"]
+            if "delete" in change["does"] and change.get("truncate_cascade"):
+                does, how = "delete", "TRUNCATE ... CASCADE"
+            elif "delete" in change["does"] and key.get("on_delete") in _CASCADE_DOES:
+                does, how = _CASCADE_DOES[key["on_delete"]], "ON DELETE %s" % _ACTION_NAMES[key["on_delete"]]
+            elif "write" in change["does"] and key.get("on_update") in _CASCADE_DOES:
+                does, how = "write", "ON UPDATE %s" % _ACTION_NAMES[key["on_update"]]
+            else:
+                continue
+            if (child, does) in seen:
+                continue
+            seen.add((child, does))
+            target = tables.setdefault(child, dict(does=[], added=[], dropped=[], changed=[], by=[]))
+            if does not in target["does"]:
+                target["does"].append(does)
+            target["by"].append(dict(version=None, direction=None, line=None, cascade_from=parent,
+                                     what="%s through %s (%s from %s)" % (
+                                         "rows deleted" if does == "delete" else "rows updated", how,
+                                         key.get("name", "foreign key"), parent)))
+            pending.append(child)
+
+
+def expectations(files):
+    """Indexes and constraints that must exist once every file ran, from the files themselves."""
+    indexes, constraints = {}, {}
+    for migration in files:
+        for statement in migration["statements"]:
+            for index in statement["drops"].get("indexes", []):
+                indexes.pop(index.split(".")[-1], None)
+            for constraint in statement["drops"].get("constraints", []):
+                constraints.pop((constraint["table"], constraint["name"]), None)
+            for table in statement["drops"].get("tables", []):
+                for name in [n for n, spec in indexes.items() if spec.get("table") == table]:
+                    indexes.pop(name)
+                for key in [k for k in constraints if k[0] == table]:
+                    constraints.pop(key)
+            for index in statement["creates"].get("indexes", []):
+                if index.get("table"):
+                    indexes[index["name"]] = index
+            for constraint in statement["creates"].get("constraints", []):
+                constraints[(constraint["table"], constraint["name"])] = constraint
+    return dict(indexes=[indexes[n] for n in sorted(indexes)],
+                constraints=[constraints[k] for k in sorted(constraints)])
+
+
+def projections(changes):
+    """Per table whose columns the files change: the columns to leave out of its figures."""
+    return dict((table, sorted(set(change.get("dropped", [])) | set(change.get("changed", []))))
+                for table, change in changes.items()
+                if change.get("added") or change.get("dropped") or change.get("changed"))

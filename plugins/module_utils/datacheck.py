@@ -1,0 +1,198 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, tmi.migration maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The data check of a migration: each table judged by what the applied files may do to it.
+
+Pure functions over two snapshots (``snapshot.take``'s shape: per table ``rows``, ``checksum``
+and, for tables figured over some columns only, ``columns``) and the per-table changes of
+``analysis.analyse_plan``. Written here because the rules are this collection's own:
+
+* a table no statement touches must equal the baseline (the state when the migration
+  started, with the application's writes stopped); any difference is an error;
+* a table the files write may change content and gain rows, but rows that disappear where no
+  statement (or cascade) deletes are lost data;
+* a table whose columns the files change keeps every row and, in the columns it kept, every
+  value (a new column with a default is not a change of every row);
+* new tables are reported with their row counts, dropped ones with what they held;
+* a change no statement explains, where a statement the analysis cannot read (a DO block, a
+  function call) ran, is still an error: it is never silently allowed. An operator may declare
+  it (``allow_changes``), which turns it into a warning.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+ERROR = "error"
+WARNING = "warning"
+# Checks that are reported but never fail a run unless an operator promotes them (validate_fail_on).
+WARNING_CHECKS = frozenset(["duplicate_index", "plan", "declared_change", "unused_index"])
+
+
+def severity(check):
+    return WARNING if check in WARNING_CHECKS else ERROR
+
+
+def finding(check, message, **details):
+    details.update(check=check, message=message, severity=severity(check))
+    return details
+
+
+def normalise_allowed(allow):
+    """``allow_changes`` items (a table name, or {table, changes}) as {table: set of kinds or {'any'}}."""
+    allowed = {}
+    for item in allow or ():
+        if isinstance(item, dict):
+            kinds = item.get("changes") or ["any"]
+            allowed.setdefault(item["table"], set()).update(kinds if isinstance(kinds, list) else [kinds])
+        else:
+            allowed.setdefault(str(item), set()).add("any")
+    return dict((("public." + t) if "." not in t else t, kinds) for t, kinds in allowed.items())
+
+
+def _by(change):
+    """Who does what to a table, for messages: '000018 line 3: updates rows'."""
+    parts = []
+    for item in change.get("by", []):
+        where = ("%06d line %s" % (item["version"], item["line"])) if item.get("version") is not None else "cascade"
+        parts.append("%s: %s" % (where, item["what"]))
+    return "; ".join(parts)
+
+
+def _describe(before, after):
+    return "%s rows before, %s after" % (before["rows"] if before else "no table", after["rows"] if after else "none")
+
+
+def judge(baseline, after, changes, unknown=(), allow=None, ignore=()):
+    """Per table a verdict row, and the findings (each with a severity).
+
+    Returns (rows, findings). ``rows``: [{table, rows_before, rows_after, content, does, by,
+    verdict, message}], one per table of either snapshot.
+    """
+    allowed = normalise_allowed(allow)
+    unexplained_hint = ""
+    if unknown:
+        unexplained_hint = (" Statements the analysis cannot read ran (%s): if one of them made this change, declare "
+                            "the table in validate_allow_changes." % "; ".join(
+                                "%06d line %s: %s" % (u["version"], u["line"], u["reason"]) for u in unknown[:3]))
+    rows, findings = [], []
+    for table in sorted(set(baseline) | set(after) | set(changes)):
+        if table in ignore:
+            continue
+        before, now = baseline.get(table), after.get(table)
+        change = changes.get(table)
+        row = dict(table=table, rows_before=before["rows"] if before else None,
+                   rows_after=now["rows"] if now else None, does=sorted(change["does"]) if change else [],
+                   by=_by(change) if change else "", verdict="ok", message="")
+        problem = _table_problem(table, before, now, change)
+        if now is None:
+            row["content"] = "dropped" if before is not None or (change and change.get("state") == "gone") \
+                else "absent"
+        elif before is None:
+            row["content"] = "new"
+        else:
+            row["content"] = "unchanged" if (before["rows"], before["checksum"]) == (now["rows"], now["checksum"]) \
+                else "changed"
+            if before.get("columns") is not None:
+                row["compared_columns"] = before["columns"]
+        if problem:
+            check, message = problem
+            kinds = allowed.get(table, set())
+            if "any" in kinds or (check in ("data_lost", "data_changed") and kinds & _kinds_of(check, before, now)):
+                check, message = "declared_change", message + " (declared in validate_allow_changes)"
+            elif change is None and unknown:
+                check, message = "unknown_change", message + "." + unexplained_hint
+            found = finding(check, message, table=table, expected=before, actual=now)
+            findings.append(found)
+            row.update(verdict=found["severity"], message=message)
+        rows.append(row)
+    return rows, findings
+
+
+def _kinds_of(check, before, now):
+    """The kinds of change an operator's declaration must name to cover a difference."""
+    if before and now and now["rows"] < before["rows"]:
+        return {"delete"}
+    return {"write"}
+
+
+def _table_problem(table, before, now, change):
+    """(check, message) when the table's figures break what its files may do, else None."""
+    does = set(change["does"]) if change else set()
+    state = change.get("state") if change else None
+    if state == "gone":
+        return None  # dropped or renamed away by the files; what it held is in the row's figures
+    if state == "created" and now is None:
+        return ("missing_table", "%s is created by %s but does not exist after the migration" % (table, _by(change)))
+    if state == "created" and (before is None or not change.get("if_not_exists")):
+        return None  # new (or dropped and created again): reported, nothing to compare with
+    if before is None and now is None:
+        return None
+    if before is None:
+        return ("data_changed", "%s appeared (%d rows) but no statement creates it" % (table, now["rows"]))
+    if now is None:
+        return ("data_lost", "%s no longer exists (it had %d rows) and no statement drops it" % (table, before["rows"]))
+    missing = [c for c in before.get("columns") or [] if c not in (now.get("columns") or before["columns"])]
+    if missing:
+        return ("data_lost", "%s lost the columns %s, which no statement drops" % (table, ", ".join(missing)))
+    deletes, writes = "delete" in does, "write" in does
+    if now["rows"] < before["rows"] and not deletes:
+        return ("data_lost", "%s: %d rows expected, %d found: %d rows disappeared and no statement%s deletes from it"
+                % (table, before["rows"], now["rows"], before["rows"] - now["rows"],
+                   " of the files (%s)" % _by(change) if change else ""))
+    if writes or deletes:
+        return None
+    if now["rows"] != before["rows"]:
+        return ("data_changed", "%s: %d rows expected, %d found, and no statement writes to it"
+                % (table, before["rows"], now["rows"]))
+    if now["checksum"] != before["checksum"]:
+        what = ("the columns it kept (%s)" % ", ".join(before["columns"])) if before.get("columns") is not None \
+            else "its rows"
+        return ("data_changed", "%s: the content of %s changed, and no statement writes to it" % (table, what))
+    return None
+
+
+def describe(findings, limit=10):
+    """One line per finding, for error messages."""
+    lines = ["[%s] %s" % (f["check"], f["message"]) for f in findings[:limit]]
+    if len(findings) > limit:
+        lines.append("... and %d more" % (len(findings) - limit))
+    return "; ".join(lines)
+
+
+def discards(backup, live, changes=None, baseline=None, ignore=()):
+    """What swapping a backup in over the live database would throw away, per table.
+
+    A table the run's files did not touch must still equal the backup: any difference was
+    written after the backup. A table they touched is compared through ``baseline`` (the state
+    when the migration started): a difference between it and the backup was written before the
+    migration. A table the live database has and the backup has not would be dropped.
+    """
+    changes, baseline = changes or {}, baseline or {}
+    found = []
+    for table in sorted(set(backup) | set(live)):
+        if table in ignore:
+            continue
+        then, now = backup.get(table), live.get(table)
+        if table in changes:
+            now = baseline.get(table)
+            if now is None or then is None:
+                continue  # created by the run, or no baseline taken: nothing written before it to lose
+            if now.get("columns") is not None:
+                then = dict(then, checksum=None)
+                now = dict(now, checksum=None)
+        if now is None:
+            continue  # gone from the live database: the restore brings it back
+        if then is None:
+            found.append(dict(table=table, backup_rows=None, live_rows=now["rows"],
+                              message="%s was created after the backup and holds %d rows: the swap would drop it"
+                                      % (table, now["rows"])))
+        elif (then["rows"], then["checksum"]) != (now["rows"], now["checksum"]):
+            extra = now["rows"] - then["rows"]
+            found.append(dict(table=table, backup_rows=then["rows"], live_rows=now["rows"],
+                              message="%s: %d rows in the backup, %d %s: %s" % (
+                                  table, then["rows"], now["rows"],
+                                  "when the migration started" if table in changes else "now",
+                                  ("%d rows written after the backup would be lost" % extra) if extra > 0 else
+                                  "rows written, changed or deleted after the backup would be undone")))
+    return found
