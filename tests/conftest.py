@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
+from ansible_collections.tmi.migration.plugins.module_utils import snapshot
 
 from tmi_testenv import fixture
 from tmi_testenv.servers import PostgresServer, RedisServer
@@ -164,3 +167,58 @@ def start_module(name: str, args: dict, check_mode: bool = False) -> ModuleRun:
 
 def run_module(name: str, args: dict, check_mode: bool = False) -> dict:
     return start_module(name, args, check_mode).result()
+
+
+REDIS_SETTINGS = ("maxmemory-policy", "notify-keyspace-events")
+
+
+class Environment:
+    """A TMI install at version 15: database, Redis, the stand-in on its pre-migration config."""
+
+    def __init__(self, redis_server, db, tmp_path, standin, env):
+        self.db = db
+        self.redis = redis_server
+        self.tmp_path = tmp_path
+        self.standin = standin
+        self.env = env
+
+    def state(self) -> dict:
+        # A fresh connection: an emergency restore swaps the database under older ones.
+        conn = self.db.server.connect(self.db.name)
+        try:
+            with conn.cursor() as cur:
+                figures = snapshot.take(cur)
+                cur.execute("SELECT version, dirty FROM schema_migrations")
+                version = cur.fetchone()
+        finally:
+            conn.close()
+        figures.pop("public.tmi_migration_history", None)
+        client = self.redis.client()
+        return {"figures": figures, "version": version,
+                "redis": {name: client.config_get(name)[name] for name in REDIS_SETTINGS},
+                "config": hashlib.sha256(self.standin.config.read_bytes()).hexdigest(),
+                "maintenance": self.standin.request("GET", "/admin/maintenance")[1]["maintenance"]}
+
+    def playbook(self, name: str, *extra: str, **popen) -> subprocess.CompletedProcess | subprocess.Popen:
+        if popen:
+            return subprocess.Popen(playbook_argv(name, *extra), cwd=REPO, env=self.env, text=True, **popen)
+        return run_playbook(name, self.env, *extra)
+
+    def records(self, name: str = "run") -> list[dict]:
+        runs = self.tmp_path / "runs"
+        return [json.loads(path.read_text()) for path in sorted(runs.glob(f"*/{name}.json"))] if runs.exists() else []
+
+    def broken_migrations(self, version: int, sql: str) -> str:
+        """A copy of the fixture whose migration `version` fails at its end."""
+        target = self.tmp_path / "migrations"
+        shutil.copytree(fixture.MIGRATIONS_DIR, target)
+        up = next(target.glob(f"{version:06d}_*.up.sql"))
+        up.write_text(up.read_text() + f"\n{sql}\n")
+        return str(target)
+
+
+@pytest.fixture
+def environment(pg_server, redis_server, tmi_db, tmp_path):
+    """A TMI install at version 15 with 8 threat models (the fault-injection and data-safety tests)."""
+    with tmi_install(pg_server, redis_server, tmi_db, tmp_path, version=15, threat_models=8, seed=11) as installed:
+        yield Environment(redis_server, tmi_db, tmp_path, *installed)

@@ -27,6 +27,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import re
+
 try:
     import pglast
     from pglast import ast as pg_ast
@@ -48,7 +50,7 @@ _SCHEMA_ONLY = {
     "CreateStatsStmt", "AlterStatsStmt", "VacuumStmt", "ClusterStmt", "ReindexStmt", "CreatePublicationStmt",
     "AlterPublicationStmt", "AlterDefaultPrivilegesStmt", "CreateCastStmt", "CreateConversionStmt",
     "CreateOpClassStmt", "CreateOpFamilyStmt", "AlterOpFamilyStmt", "AlterTypeStmt", "AlterCollationStmt",
-    "CreateEventTrigStmt", "AlterEventTrigStmt", "RefreshMatViewStmt", "ExplainStmt", "NotifyStmt", "ListenStmt",
+    "CreateEventTrigStmt", "AlterEventTrigStmt", "RefreshMatViewStmt", "NotifyStmt", "ListenStmt",
     "UnlistenStmt", "DeallocateStmt", "PrepareStmt", "CheckPointStmt", "DiscardStmt", "CreateRoleStmt",
     "AlterRoleStmt", "DropRoleStmt", "AlterTableSpaceOptionsStmt", "SecLabelStmt", "AlterDatabaseSetStmt",
 }
@@ -95,6 +97,7 @@ class _Walker(Visitor):
         self.modifications.append(("delete", node.relation, "deletes rows"))
 
     def visit_MergeStmt(self, ancestors, node):
+        self.modifications.append(("write", node.relation, "merges rows (may insert, update and delete)"))
         self.modifications.append(("delete", node.relation, "merges rows (may insert, update and delete)"))
 
     def visit_FuncCall(self, ancestors, node):
@@ -148,6 +151,8 @@ def _alter_table(statement, stmt, default_schema):
     if stmt.objtype != pg_enums.ObjectType.OBJECT_TABLE or stmt.relation is None:
         return
     table = _rangevar(stmt.relation, default_schema)
+    if stmt.missing_ok:
+        statement.touch(table, "none", "alters it if it exists", if_exists=True)
     for cmd in stmt.cmds or ():
         subtype = pg_enums.AlterTableType(cmd.subtype).name
         column = cmd.name or (cmd.def_.colname if isinstance(cmd.def_, pg_ast.ColumnDef) else None)
@@ -168,7 +173,7 @@ def _alter_table(statement, stmt, default_schema):
             # Rows of another table now count (or stop counting) as this table's.
             statement.touch(table, "write", "changes its inheritance or partitions")
         else:
-            statement.touch(table, "none", subtype[3:].replace("_", " ").lower() or "alters it")
+            statement.touch(table, "none", re.sub(r"(?<=[a-z])(?=[A-Z])", " ", subtype[3:]).lower() or "alters it")
 
 
 def _column_constraints(statement, table, column_def):
@@ -204,7 +209,10 @@ def _drop(statement, stmt, default_schema):
             schema, name = _names(obj)
             table = qualify(schema, name, default_schema)
             statement.drops["tables"].append(table)
-            statement.touch(table, "drop", "drops it")
+            if stmt.missing_ok:
+                statement.touch(table, "drop", "drops it if it exists", if_exists=True)
+            else:
+                statement.touch(table, "drop", "drops it")
         elif kind == "OBJECT_INDEX":
             schema, name = _names(obj)
             statement.drops["indexes"].append(qualify(schema, name, default_schema))
@@ -296,6 +304,11 @@ def analyse_statement(raw, text, line, default_schema="public", user_functions=(
             statement.touch(table, "create", "creates it from a query (SELECT INTO)")
         _modifications(statement, stmt, default_schema, user_functions)
         return statement
+    elif kind == "ExplainStmt":
+        # EXPLAIN ANALYZE runs the statement: what it writes, it writes.
+        if any(getattr(option, "defname", "") == "analyze" for option in stmt.options or ()):
+            return analyse_statement(pglast.ast.RawStmt(stmt=stmt.query), text, line, default_schema,
+                                     user_functions)
     elif kind == "CreateFunctionStmt":
         statement.creates["functions"].append(_names(stmt.funcname)[1])
     elif kind not in _SCHEMA_ONLY:
@@ -314,16 +327,16 @@ def analyse_statement(raw, text, line, default_schema="public", user_functions=(
 
 def analyse_sql(sql, default_schema="public", user_functions=()):
     """[Statement dict] of one migration file, in order, each with its 1-based line."""
-    encoded = sql.encode("utf-8")
     statements = []
     defined = set(user_functions)
     for raw in pglast.parse_sql(sql):
+        # pglast reports locations in characters of the str it parsed.
         start = raw.stmt_location or 0
-        length = raw.stmt_len or (len(encoded) - start)
-        text = encoded[start:start + length].decode("utf-8")
+        length = raw.stmt_len or (len(sql) - start)
+        text = sql[start:start + length]
         # The line of the statement's first token, not of the comments before it.
         lead = len(text) - len(text.lstrip())
-        line = encoded[:start].decode("utf-8").count("\n") + text[:lead].count("\n") + 1
+        line = sql[:start].count("\n") + text[:lead].count("\n") + 1
         statement = analyse_statement(raw, _strip_comments(text), line, default_schema, defined)
         defined.update(statement.creates["functions"])
         statements.append(statement.as_dict())
@@ -353,7 +366,7 @@ def analyse_plan(files, default_schema="public", user_functions=(), foreign_keys
                 result["unknown"].append(dict(version=version, direction=direction, line=statement["line"],
                                               reason=statement["unknown"], statement=statement["statement"]))
             for table, entry in statement["tables"].items():
-                if "create" not in entry["does"] and table not in created_tables:
+                if "create" not in entry["does"] and table not in created_tables and not entry.get("if_exists"):
                     if table not in result["requires"]:
                         result["requires"].append(table)
                 if "create" in entry["does"]:
@@ -441,6 +454,8 @@ def _cascade(tables, foreign_keys):
             target = tables.setdefault(child, dict(does=[], added=[], dropped=[], changed=[], by=[]))
             if does not in target["does"]:
                 target["does"].append(does)
+            if how == "TRUNCATE ... CASCADE":
+                target["truncate_cascade"] = True  # PostgreSQL truncates the referencing tables all the way down
             target["by"].append(dict(version=None, direction=None, line=None, cascade_from=parent,
                                      what="%s through %s (%s from %s)" % (
                                          "rows deleted" if does == "delete" else "rows updated", how,
@@ -462,9 +477,17 @@ def expectations(files):
                     indexes.pop(name)
                 for key in [k for k in constraints if k[0] == table]:
                     constraints.pop(key)
+            for table, entry in statement["tables"].items():
+                if entry.get("renamed_to"):  # indexes and constraints move with their table
+                    for spec in indexes.values():
+                        if spec.get("table") == table:
+                            spec["table"] = entry["renamed_to"]
+                    for key in [k for k in constraints if k[0] == table]:
+                        constraints[(entry["renamed_to"], key[1])] = dict(constraints.pop(key),
+                                                                          table=entry["renamed_to"])
             for index in statement["creates"].get("indexes", []):
                 if index.get("table"):
-                    indexes[index["name"]] = index
+                    indexes[index["name"]] = dict(index)
             for constraint in statement["creates"].get("constraints", []):
                 constraints[(constraint["table"], constraint["name"])] = constraint
     return dict(indexes=[indexes[n] for n in sorted(indexes)],

@@ -140,6 +140,9 @@ def _table_problem(table, before, now, change):
         return ("data_lost", "%s: %d rows expected, %d found: %d rows disappeared and no statement%s deletes from it"
                 % (table, before["rows"], now["rows"], before["rows"] - now["rows"],
                    " of the files (%s)" % _by(change) if change else ""))
+    if deletes and not writes and now["rows"] > before["rows"]:
+        return ("data_changed", "%s: %d rows expected at most, %d found: its files only delete from it (%s)"
+                % (table, before["rows"], now["rows"], _by(change)))
     if writes or deletes:
         return None
     if now["rows"] != before["rows"]:

@@ -25,6 +25,9 @@ description:
   - Beyond golang-migrate, it retries on lock timeouts instead of queueing behind long transactions, can build the
     indexes of an index-only migration online (C(CREATE INDEX CONCURRENTLY)), and keeps a history of applied files
     with checksums so that an edited file is reported.
+  - It also says what the planned files will do (RV(analysis)) - per statement, the tables it acts on and what it does
+    to their rows - and refuses a plan whose files act on tables the database does not have, before anything changes.
+    The analysis is this collection's own (C(module_utils/analysis.py)): no library reads migration files that way.
 options:
   path:
     description: Directory holding the migration files, on the host that runs the module.
@@ -198,6 +201,25 @@ applied:
       statements: 13
       attempts: 1
       duration: 2.41
+analysis:
+  description:
+    - What the planned files do, read statement by statement with PostgreSQL's own parser (pglast), with the foreign
+      keys and user functions of the catalog. C(files) - per file, its C(statements), each with C(line), C(kind),
+      C(tables) (per table C(does) - V(none), V(alter), V(write), V(delete), V(drop), V(create), V(rename) - and
+      C(what)),
+      C(creates), C(drops), C(rewrites) and C(unknown) (why its effect cannot be read - a DO block, CALL, a call of a
+      function that is not PostgreSQL's own). C(tables) - per table over the whole plan, C(does), the columns C(added),
+      C(dropped) and C(changed), C(state) (V(created) or V(gone)) and C(by) (file, line and what, or the cascade
+      through an C(ON DELETE) foreign key). C(unknown), C(expected) (indexes and constraints the files leave),
+      C(requires) and C(missing) (tables acted on that do not exist), C(summary) (one line per file and table).
+  returned: always
+  type: dict
+  sample:
+    tables: {"public.metadata": {"does": ["none", "alter"], "changed": ["key"], "added": [], "dropped": [],
+                                 "by": [{"version": 17, "direction": "up", "line": 4, "what": "changes column key"}]}}
+    unknown: []
+    missing: []
+    summary: ["000017 up enhance_metadata: public.metadata alter/none (changes column key; ...)"]
 lock_id:
   description: The advisory lock id (golang-migrate's) for this database, schema and table.
   returned: always

@@ -1,0 +1,265 @@
+"""Never lose a write: migrate.yml and rollback.yml with a live application and with real migrations.
+
+A writer inserts into a table the migration files do not touch while migrate.yml runs, until
+maintenance mode goes on: every row it wrote must be in the live database at the end, whether the
+run succeeds, rolls back with the down files, or stops before an emergency swap that would
+discard them. Data migrations, new tables and cascades are attributed to their files; a change no
+statement explains fails the run; a migration set that is not TMI's runs with no validation
+variable set.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import uuid
+
+import pytest
+
+from conftest import ansible_env, run_playbook, tmi_install
+from tmi_testenv import fixture
+
+OTHER_APP = fixture.MIGRATIONS_DIR.parent / "other_app"
+
+
+class Writer(threading.Thread):
+    """Inserts a document every 0.05 s until the stand-in is in maintenance mode (or ``stop``)."""
+
+    def __init__(self, environment):
+        super().__init__(daemon=True)
+        self.environment = environment
+        self.ids: list[str] = []
+        self.stop = threading.Event()
+        self.error: Exception | None = None
+
+    def run(self):
+        conn = self.environment.db.server.connect(self.environment.db.name)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT id FROM threat_models LIMIT 1")
+                threat_model = cur.fetchone()[0]
+                while not self.stop.is_set():
+                    if self.environment.standin.request("GET", "/admin/maintenance")[1]["maintenance"]:
+                        return
+                    new = str(uuid.uuid4())
+                    cur.execute("INSERT INTO documents (id, threat_model_id, name, url) VALUES (%s, %s, %s, %s)",
+                                (new, threat_model, "written live", "https://example.invalid/" + new))
+                    self.ids.append(new)
+                    self.stop.wait(0.05)
+        except Exception as error:  # noqa: BLE001 - reported by finish()
+            self.error = error
+        finally:
+            conn.close()
+
+    def finish(self) -> list[str]:
+        self.stop.set()
+        self.join(30)
+        assert self.error is None, self.error
+        assert self.ids, "the writer wrote nothing before maintenance mode"
+        return self.ids
+
+
+def present(environment, ids: list[str], dbname: str | None = None) -> int:
+    conn = environment.db.server.connect(dbname or environment.db.name)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM documents WHERE id = ANY(%s::uuid[])", (ids,))
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+def database_exists(environment, name: str) -> bool:
+    return environment.db.server.query_one(f"SELECT count(*) FROM pg_database WHERE datname = '{name}'") == 1
+
+
+def drop_database(environment, name: str) -> None:
+    admin = environment.db.server.connect()
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin.close()
+
+
+def written_after_backup(record: dict) -> int:
+    """Rows of documents written between the backup's snapshot and the baseline."""
+    return (record["baseline"]["figures"]["public.documents"]["rows"]
+            - record["backup"]["figures"]["public.documents"]["rows"])
+
+
+def message_of(result) -> str:
+    return " ".join((result.stdout + result.stderr).split())
+
+
+def test_writes_during_the_backup_are_kept_and_the_run_succeeds(environment):
+    writer = Writer(environment)
+    writer.start()
+    result = environment.playbook("migrate.yml")
+    ids = writer.finish()
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert present(environment, ids) == len(ids)
+    record = environment.records()[-1]
+    assert written_after_backup(record) > 0, "no write happened after the backup: the test proves nothing"
+    assert not record["validation"]["failed_checks"]
+    documents = next(r for r in record["validation"]["data_check"] if r["table"] == "public.documents")
+    assert documents["verdict"] == "ok" and documents["rows_before"] == documents["rows_after"]
+
+
+def test_planned_rollback_after_a_failure_keeps_every_write(environment):
+    writer = Writer(environment)
+    writer.start()
+    # Fails after the migration and its validation, in the Redis phase.
+    result = environment.playbook("migrate.yml", "-e", json.dumps(
+        {"redis_config_settings": {"maxmemory-policy": "not-a-policy"}}))
+    ids = writer.finish()
+    assert result.returncode != 0
+    record = environment.records()[-1]
+    assert record["rollback"]["mode"] == "planned" and record["rollback"]["succeeded"] is True, record["rollback"]
+    assert written_after_backup(record) > 0
+    assert present(environment, ids) == len(ids)
+    assert environment.state()["version"] == (15, False)
+
+
+def test_emergency_rollback_refuses_to_discard_writes_unless_allowed(environment):
+    broken = environment.broken_migrations(17, "SELECT 1/0;")
+    writer = Writer(environment)
+    writer.start()
+    result = environment.playbook("migrate.yml", "-e", json.dumps({"tmi_migrations_path": broken}))
+    ids = writer.finish()
+    assert result.returncode != 0
+    record = environment.records()[-1]
+    rollback = record["rollback"]
+    assert rollback["mode"] == "emergency" and rollback["succeeded"] is False, rollback
+    discarded = [d for d in rollback["discards"] if d["table"] == "public.documents"]
+    assert discarded and discarded[0]["live_rows"] > discarded[0]["backup_rows"]
+    message = message_of(result)
+    assert "did not swap the backup in" in message and "public.documents" in message
+    kept = rollback["kept_restore"]
+    assert kept and database_exists(environment, kept)
+    # The live database still holds every write; the restored copy beside it does not.
+    assert present(environment, ids) == len(ids)
+    assert present(environment, ids, kept) < len(ids)
+    report = (environment.tmp_path / "runs" / record["run_id"] / "run.md").read_text()
+    assert "the swap would discard: public.documents" in report
+
+    # The operator allows the loss: the swap happens and the old database keeps the rows.
+    drop_database(environment, kept)
+    allowed = environment.playbook("rollback.yml", "-e", json.dumps(
+        {"tmi_migrations_path": broken, "tmi_rollback_mode": "emergency", "tmi_rollback_allow_data_loss": True}))
+    assert allowed.returncode == 0, allowed.stdout[-4000:]
+    restore = environment.records("rollback")[-1]["rollback"]["restore"]
+    assert present(environment, ids) < len(ids)
+    assert present(environment, ids, restore["old_database"]) == len(ids)
+
+
+def test_rows_written_after_the_migration_survive_a_later_rollback(environment, pg_server):
+    migrated = environment.playbook("migrate.yml")
+    assert migrated.returncode == 0, migrated.stdout[-4000:]
+    conn = pg_server.connect(environment.db.name)
+    with conn.cursor() as cur:
+        cur.execute("SELECT id FROM threat_models LIMIT 1")
+        threat_model = cur.fetchone()[0]
+        ids = [str(uuid.uuid4()) for _ in range(5)]
+        for new in ids:
+            cur.execute("INSERT INTO threats (id, threat_model_id, name, severity) VALUES (%s, %s, 'later', 'High')",
+                        (new, threat_model))
+    conn.close()
+    result = environment.playbook("rollback.yml")
+    assert result.returncode == 0, result.stdout[-4000:]
+    rollback = environment.records("rollback")[-1]["rollback"]
+    assert rollback["mode"] == "planned" and rollback["succeeded"] is True
+    assert environment.state()["version"] == (15, False)
+    with pg_server.connect(environment.db.name).cursor() as cur:
+        cur.execute("SELECT count(*) FROM threats WHERE id = ANY(%s::uuid[])", (ids,))
+        assert cur.fetchone()[0] == 5
+
+
+def extended_migrations(environment, sql: str, down: str = "SELECT 1;") -> str:
+    """The fixture plus a migration 000018 with the given up file."""
+    target = environment.tmp_path / "migrations18"
+    shutil.copytree(fixture.MIGRATIONS_DIR, target)
+    (target / "000018_data_migration.up.sql").write_text(sql)
+    (target / "000018_data_migration.down.sql").write_text(down)
+    return str(target)
+
+
+def test_a_data_migration_succeeds_and_each_change_is_attributed(environment):
+    path = extended_migrations(environment, """
+UPDATE threats SET severity = 'Unknown' WHERE severity = 'None';
+CREATE TABLE threat_tags (threat_id uuid PRIMARY KEY, tag text NOT NULL);
+INSERT INTO threat_tags SELECT id, lower(severity) FROM threats;
+CREATE TABLE threat_notes (id bigserial PRIMARY KEY, note text);
+""", "DROP TABLE threat_notes; DROP TABLE threat_tags;")
+    result = environment.playbook("migrate.yml", "-e", json.dumps({"tmi_migrations_path": path}))
+    assert result.returncode == 0, result.stdout[-4000:]
+    record = environment.records()[-1]
+    rows = {r["table"]: r for r in record["validation"]["data_check"]}
+    assert rows["public.threats"]["verdict"] == "ok" and "000018 line 2: updates rows" in rows["public.threats"]["by"]
+    assert rows["public.threat_tags"]["content"] == "new" and rows["public.threat_tags"]["rows_after"] > 0
+    assert rows["public.threat_notes"]["content"] == "new" and rows["public.threat_notes"]["rows_after"] == 0
+    report = (environment.tmp_path / "runs" / record["run_id"] / "run.md").read_text()
+    assert "| 000018 up data_migration | public.threats | write | updates rows |" in report
+    assert "| public.threat_tags |" in report
+
+
+def test_a_cascade_is_attributed_and_an_unexplained_loss_fails_the_run(environment, pg_server):
+    # A trigger the analysis cannot see: deleting a threat model also empties sources of another one.
+    conn = pg_server.connect(environment.db.name)
+    with conn.cursor() as cur:
+        cur.execute("""
+CREATE FUNCTION tmi_test_purge() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN DELETE FROM sources WHERE threat_model_id <> OLD.id; RETURN OLD; END $$;
+CREATE TRIGGER tmi_test_purge AFTER DELETE ON threat_models FOR EACH ROW EXECUTE FUNCTION tmi_test_purge();
+""")
+        cur.execute("SELECT id FROM threat_models ORDER BY id LIMIT 1")
+        victim = cur.fetchone()[0]
+    conn.close()
+    path = extended_migrations(environment, f"DELETE FROM threat_models WHERE id = '{victim}';")
+    before = environment.state()
+    result = environment.playbook("migrate.yml", "-e", json.dumps({"tmi_migrations_path": path,
+                                                                  "tmi_rollback_allow_data_loss": True}))
+    assert result.returncode != 0
+    record = environment.records()[-1]
+    checks = {f["table"]: f for f in record["validation"]["failed_checks"] if "table" in f}
+    # sources lost rows through the trigger, which no statement of the files explains.
+    assert checks["public.sources"]["check"] == "data_lost"
+    # threats lost rows through ON DELETE CASCADE: attributed to the cascade, not a finding.
+    assert "public.threats" not in checks
+    threats = next(r for r in record["validation"]["data_check"] if r["table"] == "public.threats")
+    assert "cascade" in threats["by"] and threats["verdict"] == "ok"
+    assert "public.sources" in message_of(result)
+    assert environment.state()["figures"] == before["figures"]
+
+
+def test_a_migration_set_that_is_not_tmi_runs_with_no_validation_variable(pg_server, redis_server, tmi_db,
+                                                                          tmp_path):
+    fixture.apply_like_golang_migrate(tmi_db.conn, 1, OTHER_APP)
+    env = ansible_env(pg_server, redis_server, tmi_db.name, tmp_path)
+    env.update(TMI_MIGRATIONS_PATH=str(OTHER_APP), TMI_REDIS_PORT="1")  # Redis must not be contacted at all
+    disabled = ("-e", "tmi_app_enabled=false", "-e", "tmi_redis_enabled=false")
+    result = run_playbook("migrate.yml", env, *disabled)
+    assert result.returncode == 0, result.stdout[-5000:]
+    assert fixture.current_version(tmi_db.conn) == (3, False)
+    runs = sorted((tmp_path / "runs").glob("*/run.json"))
+    record = json.loads(runs[-1].read_text())
+    warnings = record["validation"]["warnings"]
+    assert [w["check"] for w in warnings] == ["duplicate_index"] and warnings[0]["introduced"] is True
+    rows = {r["table"]: r for r in record["validation"]["data_check"]}
+    assert rows["public.reviews"]["content"] == "new"
+    assert rows["public.books"]["compared_columns"] == ["id", "author_id", "title", "published"]
+    assert rows["public.books"]["content"] == "unchanged" and rows["public.loans"]["does"] == ["write"]
+    assert not record["backup"]["redis_settings"] and not record["redis"]
+
+    rolled = run_playbook("rollback.yml", env, *disabled)
+    assert rolled.returncode == 0, rolled.stdout[-5000:]
+    assert fixture.current_version(tmi_db.conn) == (1, False)
+
+
+@pytest.mark.parametrize("scale", [200, 4000])
+def test_a_clean_run_succeeds_whatever_plan_the_planner_picks(pg_server, redis_server, tmi_db, tmp_path, scale):
+    with tmi_install(pg_server, redis_server, tmi_db, tmp_path, version=15, threat_models=scale, seed=3) as (_s, env):
+        result = run_playbook("migrate.yml", env)
+    assert result.returncode == 0, result.stdout[-4000:]
+    record = json.loads(sorted((tmp_path / "runs").glob("*/run.json"))[-1].read_text())
+    assert not record["validation"]["failed_checks"]
+    assert all(w["severity"] == "warning" for w in record["validation"]["warnings"])
