@@ -44,7 +44,8 @@ options:
   queries:
     description:
       - Queries whose plan to check. Each has C(name), C(sql) (with C(%s) placeholders), C(params) or C(params_sql)
-        (a query returning one row of sample parameters), C(table) (whose size decides whether the check applies) and
+        (a query returning one row of sample parameters), C(table) (whose size decides whether the check applies; a
+        query on a table that does not exist is skipped) and
         C(expect_index) (a name or a list of acceptable names).
       - Default - the runbook's three performance queries.
     type: list
@@ -365,17 +366,28 @@ class IndexChecker(object):
         try:
             with conn.cursor() as cur:
                 for table in tables:
+                    if not self.table_exists(cur, table):
+                        continue  # its queries are skipped
                     statement = sql.SQL("ANALYZE {}.{}").format(sql.Identifier(self.params["schema"]),
                                                                 sql.Identifier(table))
                     cur.execute(statement)
         finally:
             conn.close()
 
+    def table_exists(self, cur, table):
+        cur.execute("SELECT to_regclass(%s) IS NOT NULL",
+                    (sql.SQL("{}.{}").format(sql.Identifier(self.params["schema"]), sql.Identifier(table))
+                     .as_string(cur),))
+        return cur.fetchone()[0]
+
     def check_plan(self, query):
         expected = query.get("expect_index") or []
         expected = [expected] if isinstance(expected, str) else list(expected)
         outcome = dict(name=query.get("name") or query["sql"], expected=expected, indexes_used=[])
         with self.conn.cursor() as cur:
+            if query.get("table") and not self.table_exists(cur, query["table"]):
+                outcome.update(verdict="skipped", reason="table %s does not exist" % query["table"])
+                return outcome
             if query.get("table"):
                 cur.execute("SELECT coalesce(max(c.reltuples), -1) FROM pg_class c JOIN pg_namespace n "
                             "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
