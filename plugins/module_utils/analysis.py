@@ -19,14 +19,18 @@ What a statement does to a table is one of:
 * ``delete``    rows deleted (DELETE, TRUNCATE, MERGE, ON DELETE CASCADE reached by a cascade);
 * ``drop``      the table dropped; ``create``: the table created; ``rename``: the table renamed.
 
-A statement whose effect cannot be known statically (a DO block, CALL, EXECUTE, a call of a
-function that is not PostgreSQL's own) is ``unknown``: it could reach any table.
+A statement whose effect cannot be known statically (CALL, EXECUTE, a call of a function that
+is not PostgreSQL's own, a DO block that builds SQL at run time) is ``unknown``: it could reach
+any table. A DO block in PL/pgSQL without dynamic SQL is read statement by statement (pglast
+parses PL/pgSQL too), so the common ``DO $$ BEGIN IF NOT EXISTS (...) THEN ALTER TABLE ...``
+is understood.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import json
 import re
 
 try:
@@ -54,7 +58,7 @@ _SCHEMA_ONLY = {
     "UnlistenStmt", "DeallocateStmt", "PrepareStmt", "CheckPointStmt", "DiscardStmt", "CreateRoleStmt",
     "AlterRoleStmt", "DropRoleStmt", "AlterTableSpaceOptionsStmt", "SecLabelStmt", "AlterDatabaseSetStmt",
 }
-_UNKNOWN = {"DoStmt": "a DO block", "CallStmt": "a CALL of a procedure",
+_UNKNOWN = {"CallStmt": "a CALL of a procedure",
             "ExecuteStmt": "EXECUTE of a prepared statement"}
 # ALTER TABLE subcommands that change columns, and what becomes of the column.
 _COLUMN_CHANGES = {"AT_AddColumn": "added", "AT_DropColumn": "dropped", "AT_AlterColumnType": "changed",
@@ -257,6 +261,64 @@ def _truncate(statement, stmt, default_schema):
         statement.touch(_rangevar(relation, default_schema), "delete", "truncates it", truncate_cascade=cascade)
 
 
+# PL/pgSQL statements that run SQL built at run time: what they do cannot be read.
+_DYNAMIC = ("PLpgSQL_stmt_dynexecute", "PLpgSQL_stmt_dynfors")
+
+
+def _plpgsql_queries(node, found):
+    """Every SQL text of a parsed PL/pgSQL body (statements, and expressions as SELECTs); False on dynamic SQL."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in _DYNAMIC or (key == "PLpgSQL_stmt_open" and "dynquery" in value):
+                return False
+            if key == "PLpgSQL_expr":
+                query = value.get("query", "")
+                found.append(query if value.get("parseMode", 0) == 0 else "SELECT " + query)
+            elif not _plpgsql_queries(value, found):
+                return False
+    elif isinstance(node, list):
+        for value in node:
+            if not _plpgsql_queries(value, found):
+                return False
+    return True
+
+
+def _do_block(statement, stmt, default_schema, user_functions):
+    """A DO block in PL/pgSQL without dynamic SQL is read statement by statement; anything else is unknown."""
+    options = dict((o.defname, o.arg.sval) for o in stmt.args or () if hasattr(o.arg, "sval"))
+    if options.get("language", "plpgsql").lower() != "plpgsql" or "as" not in options:
+        statement.unknown = "a DO block in %s, whose effect cannot be read statically" % options.get("language")
+        return
+    source = "CREATE FUNCTION tmi_do_block() RETURNS void LANGUAGE plpgsql AS $tmi_do$%s$tmi_do$" % options["as"]
+    queries = []
+    try:
+        readable = _plpgsql_queries(json.loads(pglast.parser.parse_plpgsql_json(source)), queries)
+    except (pglast.parser.ParseError, ValueError):
+        readable = False
+    if not readable:
+        statement.unknown = "a DO block that runs dynamic SQL (EXECUTE), whose effect cannot be read statically"
+        return
+    for query in queries:
+        try:
+            inner = pglast.parse_sql(query)
+        except pglast.parser.ParseError:
+            statement.unknown = "a DO block with a statement this analysis cannot parse: %s" % query[:80]
+            return
+        for raw in inner:
+            part = analyse_statement(raw, query, statement.line, default_schema, user_functions)
+            if part.unknown:
+                statement.unknown = "a DO block whose statement %s" % part.unknown
+            for table, entry in part.tables.items():
+                for does in entry["does"]:
+                    statement.touch(table, does, "in a DO block: " + "; ".join(entry["what"]),
+                                    **dict((k, v) for k, v in entry.items() if k not in ("does", "what")))
+            for key in statement.creates:
+                statement.creates[key].extend(part.creates.get(key, []))
+            for key in statement.drops:
+                statement.drops[key].extend(part.drops.get(key, []))
+            statement.rewrites.extend(part.rewrites)
+
+
 def _modifications(statement, stmt, default_schema, user_functions):
     walker = _Walker()
     walker(stmt)
@@ -273,6 +335,9 @@ def analyse_statement(raw, text, line, default_schema="public", user_functions=(
     statement = Statement(raw, text, line)
     stmt = raw.stmt
     kind = statement.kind
+    if kind == "DoStmt":
+        _do_block(statement, stmt, default_schema, user_functions)
+        return statement
     if kind in _UNKNOWN:
         statement.unknown = "%s, whose effect cannot be read statically" % _UNKNOWN[kind]
         return statement

@@ -113,12 +113,12 @@ def test_killed_mid_migration_then_rollback_playbook_restores_a_clean_state(envi
 
 def test_planned_rollback_refuses_a_change_its_down_files_do_not_explain(environment, pg_server):
     """Rows deleted by the application after the migration are its writes, not a difference; rows a down file
-    deletes through a statement the analysis cannot read are - planned refuses, and auto (allowed to discard
+    deletes through dynamic SQL, which the analysis cannot read, are - planned refuses, and auto (allowed to discard
     what changed after the backup) falls back to the backup."""
     before = environment.state()
     path = environment.broken_migrations(17, "")
     down = next((environment.tmp_path / "migrations").glob("000017_*.down.sql"))
-    purge = "DO $$ BEGIN DELETE FROM documents WHERE ctid IN (SELECT ctid FROM documents LIMIT 3); END $$;"
+    purge = "DO $$ BEGIN EXECUTE 'DELETE FROM documents WHERE ctid IN (SELECT ctid FROM documents LIMIT 3)'; END $$;"
     down.write_text(down.read_text() + "\n" + purge + "\n")
     migrated = environment.playbook("migrate.yml", "-e", f"tmi_migrations_path={path}")
     assert migrated.returncode == 0, migrated.stdout[-4000:]

@@ -71,7 +71,15 @@ STATEMENTS = [
     ("COMMENT ON TABLE a IS 'x'", {}, False),
     ("GRANT SELECT ON a TO bob", {}, False),
     ("CREATE SEQUENCE s", {}, False),
-    ("DO $$ BEGIN DELETE FROM a; END $$", {}, True),
+    # A PL/pgSQL DO block is read statement by statement; dynamic SQL or another language is unknown.
+    ("DO $$ BEGIN DELETE FROM a; END $$", {"public.a": ["delete"]}, False),
+    ("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'c') THEN "
+     "ALTER TABLE a ADD CONSTRAINT c CHECK (x > 0); END IF; END $$", {"public.a": ["none"]}, False),
+    ("DO $$ DECLARE r record; BEGIN FOR r IN SELECT id FROM a LOOP UPDATE b SET x = r.id; END LOOP; END $$",
+     {"public.b": ["write"]}, False),
+    ("DO $$ BEGIN EXECUTE 'DELETE FROM a'; END $$", {}, True),
+    ("DO $$ BEGIN PERFORM other.f(); END $$", {}, True),
+    ("DO LANGUAGE plpython3u $$ pass $$", {}, True),
     ("CALL p()", {}, True),
     ("SELECT now()", {}, False),
     ("SELECT setval('s', 1)", {}, False),
@@ -172,7 +180,7 @@ def test_a_function_created_earlier_in_the_file_is_unknown_when_called():
 
 
 def test_unknown_reasons_name_the_statement():
-    assert "DO block" in one("DO $$ BEGIN END $$")["unknown"]
+    assert "dynamic SQL" in one("DO $$ BEGIN EXECUTE 'SELECT 1'; END $$")["unknown"]
     assert "CALL" in one("CALL p()")["unknown"]
     assert "other.f" in one("SELECT other.f()")["unknown"]
     assert "AlterSystemStmt" in one("ALTER SYSTEM SET work_mem = '1MB'")["unknown"]
@@ -298,14 +306,15 @@ def test_projections():
 
 def test_summary_lines():
     result = plan("UPDATE t SET x = 1;\nALTER TABLE t ADD COLUMN y int;", "SELECT 1;",
-                  "DELETE FROM p;\nDO $$ BEGIN END $$;", foreign_keys=[fk("c", "p", "c")])
+                  "DELETE FROM p;\nDO $$ BEGIN EXECUTE 'SELECT 1'; END $$;", foreign_keys=[fk("c", "p", "c")])
     lines = result["summary"]
     assert lines == analysis.summary_lines(result)
     assert "000001 up f1: public.t write/alter (updates rows; adds column y)" in lines
     assert "000002 up f2: no table" in lines
     assert "000003 up f3: public.p delete (deletes rows)" in lines
     assert any(line.startswith("cascade: public.c rows deleted") for line in lines)
-    assert "000003 up line 2: UNKNOWN effect - a DO block, whose effect cannot be read statically" in lines
+    assert ("000003 up line 2: UNKNOWN effect - a DO block that runs dynamic SQL (EXECUTE), whose effect cannot be "
+            "read statically") in lines
 
 
 def fixture_sql(version):
