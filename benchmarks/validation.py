@@ -31,7 +31,7 @@ from benchlib import REPO, Bench, best, exit_status, median, parser, table
 
 # isort: split
 from ansible_collections.tmi.migration.plugins.module_utils import analysis, snapshot
-from ansible_collections.tmi.migration.plugins.modules import pg_index_check, pg_integrity_check, pg_migrate
+from ansible_collections.tmi.migration.plugins.modules import pg_index_check, pg_integrity_check
 
 from tmi_testenv import fixture
 
@@ -91,12 +91,8 @@ def equivalent_sql(conn) -> str:
 
 def analysis_and_baseline(conn) -> tuple[dict, dict]:
     """pg_migrate's analysis of 000016 and 000017, and the baseline migrate.yml would take with it."""
-    files = fixture.migration_files()
-    planned = [(v, files[v]["up"].title, "up", files[v]["up"].path.read_text()) for v in (16, 17)]
+    plan = fixture.planned_analysis(conn, (16, 17))
     with conn.cursor() as cur:
-        cur.execute(pg_migrate.FOREIGN_KEYS_SQL)
-        keys = [dict(name=r[0], table=r[1], ref_table=r[2], on_delete=r[3], on_update=r[4]) for r in cur.fetchall()]
-        plan = analysis.analyse_plan(planned, "public", (), keys)
         columns = {}
         for name, leave_out in analysis.projections(plan["tables"]).items():
             columns[name] = [c for c in snapshot.table_columns(cur, *name.split(".")) if c not in leave_out]

@@ -584,12 +584,13 @@ class Checker(object):
                                                   "checked (ALTER TABLE ... VALIDATE CONSTRAINT)" % (name, table),
                           table=table, name=name)
             for expected in self.params["expected_constraints"]:
+                table = expected["table"].split(".")[-1]  # the files' analysis names tables with their schema
                 cur.execute("SELECT c.convalidated FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid "
                             "JOIN pg_namespace n ON n.oid = t.relnamespace WHERE n.nspname = %s AND t.relname = %s "
-                            "AND c.conname = %s", (self.schema, expected["table"].split(".")[-1], expected["name"]))
+                            "AND c.conname = %s", (self.schema, table, expected["name"]))
                 row = cur.fetchone()
                 if row is None:
-                    message = "constraint %s on %s is missing" % (expected["name"], expected["table"])
+                    message = "constraint %s on %s is missing" % (expected["name"], table)
                     self.fail("missing_constraint", message, **expected)
 
 

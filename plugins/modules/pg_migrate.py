@@ -27,7 +27,7 @@ description:
     with checksums so that an edited file is reported.
   - It also says what the planned files will do (RV(analysis)) - per statement, the tables it acts on and what it does
     to their rows - and refuses a plan whose files act on tables the database does not have, before anything changes.
-    The analysis is this collection's own (C(module_utils/analysis.py)): no library reads migration files that way.
+    The analysis is this collection's own (C(module_utils/analysis.py)), as no library reads migration files that way.
 options:
   path:
     description: Directory holding the migration files, on the host that runs the module.

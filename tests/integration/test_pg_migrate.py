@@ -417,3 +417,36 @@ def test_bad_inputs_fail_before_touching_the_database(tmi_db, tmp_path, case, ex
     assert result["failed"], result
     assert expected in result["msg"]
     assert schema_snapshot(tmi_db.conn) == before
+
+
+def test_status_and_check_mode_say_what_each_file_does_with_the_catalog(tmi_db, tmp_path):
+    tmi_db.migrate(15)
+    directory = copy_fixture(tmp_path, 17)
+    (directory / "000018_purge.up.sql").write_text("DELETE FROM threat_models WHERE name = 'gone';\n"
+                                                   "SELECT tmi_test_fn();\n")
+    (directory / "000018_purge.down.sql").write_text("SELECT 1;\n")
+    tmi_db.query("CREATE FUNCTION tmi_test_fn() RETURNS int LANGUAGE sql AS 'SELECT 1'")
+    check = run_module("pg_migrate", {"path": str(directory), **tmi_db.module_args()}, check_mode=True)
+    for result in (migrate(tmi_db, path=str(directory), operation="status"), check):
+        tables = result["analysis"]["tables"]
+        assert tables["public.metadata"]["changed"] == ["key"]
+        assert tables["public.threat_models"]["does"] == ["delete"]
+        # Read from the catalog: threats references threat_models ON DELETE CASCADE, diagrams' SET NULL from threats.
+        assert any(b.get("cascade_from") == "public.threat_models" for b in tables["public.threats"]["by"])
+        assert "delete" in tables["public.threats"]["does"] and "write" in tables["public.threats"]["does"]
+        assert [(u["version"], u["line"]) for u in result["analysis"]["unknown"]] == [(18, 2)]
+        assert "tmi_test_fn" in result["analysis"]["unknown"][0]["reason"]
+        assert result["analysis"]["missing"] == []
+    assert state(tmi_db) == [(15, False)]
+
+
+def test_a_plan_whose_files_act_on_missing_tables_is_refused_before_anything_changes(tmi_db):
+    tmi_db.migrate(15)
+    tmi_db.query("ALTER TABLE sources RENAME TO sources_old")
+    before = app_schema(tmi_db)
+    status = migrate(tmi_db, operation="status")
+    assert status["analysis"]["missing"] == ["public.sources"]
+    result = migrate(tmi_db, target_version="17")
+    assert result["failed"] and "act on public.sources, which does not exist" in result["msg"]
+    assert "Nothing was changed" in result["msg"]
+    assert state(tmi_db) == [(15, False)] and app_schema(tmi_db) == before
