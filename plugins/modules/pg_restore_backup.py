@@ -32,7 +32,8 @@ options:
     required: true
     version_added: 0.1.0
   target_db:
-    description: Database to restore into; must not exist (except with O(verify_only)).
+    description: Database to restore into; must not exist (except with O(verify_only)). With O(guard_only), the live
+      database a swap would replace.
     type: str
     required: true
     version_added: 0.1.0
@@ -76,7 +77,7 @@ options:
     version_added: 0.1.0
   guard_only:
     description:
-      - Change nothing; compare the live database O(replace) with the backup and return in RV(discards) what a swap
+      - Change nothing; compare the live database O(target_db) with the backup and return in RV(discards) what a swap
         would throw away - every table the run did not change (O(changes)) that differs from the backup's figures,
         every table created since, and for the tables the run changed, what O(baseline) says was written before the
         migration started.
@@ -283,9 +284,8 @@ def main():
                         default=["public.schema_migrations", "public.tmi_migration_history"]),
         ),
         required_by=dict(replace="keep_old_as"),
-        required_if=[("guard_only", True, ("replace",))],
         mutually_exclusive=[("replace", "drop_after"), ("verify_only", "replace"), ("verify_only", "drop_after"),
-                            ("guard_only", "verify_only"), ("guard_only", "drop_after")],
+                            ("guard_only", "verify_only"), ("guard_only", "drop_after"), ("guard_only", "replace")],
         supports_check_mode=True,
     )
     params = module.params
@@ -299,16 +299,15 @@ def main():
     restorer = Restorer(module)
     try:
         if params["guard_only"]:
-            if not restorer.exists(live):
-                module.fail_json(msg="The database to replace, %s, does not exist. Nothing was changed." % live,
-                                 **result)
+            if not restorer.exists(target):
+                module.fail_json(msg="The live database %s does not exist. Nothing was changed." % target, **result)
             if params["writes_stopped"] and params["baseline"]:
                 # Nothing but the migration wrote since the baseline: what differs from it is the run's own doing.
                 result["discards"] = datacheck.discards(manifest["figures"], params["baseline"],
                                                         ignore=params["ignore"])
             else:
                 skip = set(params["changes"]) | set(params["ignore"])
-                live_figures = parallel_figures(module, APPLICATION_NAME, params["jobs"], dbname=live, skip=skip)
+                live_figures = parallel_figures(module, APPLICATION_NAME, params["jobs"], dbname=target, skip=skip)
                 result["discards"] = datacheck.discards(manifest["figures"], live_figures, params["changes"],
                                                         params["baseline"], params["ignore"])
             module.exit_json(**result)
