@@ -108,13 +108,20 @@ class _Walker(Visitor):
         self.functions.append(_names(node.funcname))
 
 
+# Statements whose text may hold a password or a connection string: their text is never returned.
+_SECRET_KINDS = {"CreateRoleStmt", "AlterRoleStmt", "CreateUserMappingStmt", "AlterUserMappingStmt",
+                 "CreateSubscriptionStmt", "AlterSubscriptionStmt", "CreateForeignServerStmt",
+                 "AlterForeignServerStmt", "AlterSystemStmt"}
+
+
 class Statement(object):
     """What one statement does: per table the kinds of change, objects it creates and drops, or why it is unknown."""
 
     def __init__(self, raw, text, line):
         self.kind = type(raw.stmt).__name__
         self.line = line
-        self.text = " ".join(text.split())
+        self.text = ("(%s: text withheld, it may hold a password)" % self.kind if self.kind in _SECRET_KINDS
+                     else " ".join(text.split()))
         self.tables = {}  # qualified table -> {"does": set, "added"/"dropped"/"changed": [...], ...}
         self.creates = {"tables": [], "indexes": [], "constraints": [], "functions": []}
         self.drops = {"tables": [], "indexes": [], "constraints": []}
@@ -190,8 +197,8 @@ def _constraint(statement, table, constraint):
     if constraint.conname and contype in ("CONSTR_CHECK", "CONSTR_UNIQUE", "CONSTR_PRIMARY", "CONSTR_FOREIGN",
                                           "CONSTR_EXCLUSION"):
         statement.creates["constraints"].append(dict(table=table, name=constraint.conname))
-    statement.touch(table, "none", "adds %s constraint%s" % (contype[7:].lower(),
-                                                            " " + constraint.conname if constraint.conname else ""))
+    name = " " + constraint.conname if constraint.conname else ""
+    statement.touch(table, "none", "adds %s constraint%s" % (contype[7:].lower(), name))
 
 
 def _create_table(statement, stmt, default_schema):
@@ -272,8 +279,10 @@ def _plpgsql_queries(node, found):
             if key in _DYNAMIC or (key == "PLpgSQL_stmt_open" and "dynquery" in value):
                 return False
             if key == "PLpgSQL_expr":
-                query = value.get("query", "")
-                found.append(query if value.get("parseMode", 0) == 0 else "SELECT " + query)
+                query, mode = value.get("query", ""), value.get("parseMode", 0)
+                if mode >= 3 and ":=" in query:  # an assignment: what it computes is an expression
+                    query = query.split(":=", 1)[1]
+                found.append(query if mode == 0 else "SELECT " + query)
             elif not _plpgsql_queries(value, found):
                 return False
     elif isinstance(node, list):
@@ -302,12 +311,12 @@ def _do_block(statement, stmt, default_schema, user_functions):
         try:
             inner = pglast.parse_sql(query)
         except pglast.parser.ParseError:
-            statement.unknown = "a DO block with a statement this analysis cannot parse: %s" % query[:80]
+            statement.unknown = "a DO block with a statement this analysis cannot parse"
             return
         for raw in inner:
             part = analyse_statement(raw, query, statement.line, default_schema, user_functions)
             if part.unknown:
-                statement.unknown = "a DO block whose statement %s" % part.unknown
+                statement.unknown = "a DO block: %s" % part.unknown
             for table, entry in part.tables.items():
                 for does in entry["does"]:
                     statement.touch(table, does, "in a DO block: " + "; ".join(entry["what"]),

@@ -23,6 +23,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from ansible_collections.tmi.migration.plugins.module_utils.snapshot import whole_rows
+
 ERROR = "error"
 WARNING = "warning"
 # Checks that are reported but never fail a run unless an operator promotes them (validate_fail_on).
@@ -73,7 +75,7 @@ def judge(baseline, after, changes, unknown=(), allow=None, ignore=()):
     unexplained_hint = ""
     if unknown:
         unexplained_hint = (" Statements the analysis cannot read ran (%s): if one of them made this change, declare "
-                            "the table in validate_allow_changes." % "; ".join(
+                            "the table as an allowed change (tmi_allow_changes)." % "; ".join(
                                 "%06d line %s: %s" % (u["version"], u["line"], u["reason"]) for u in unknown[:3]))
     rows, findings = [], []
     for table in sorted(set(baseline) | set(after) | set(changes)):
@@ -81,6 +83,8 @@ def judge(baseline, after, changes, unknown=(), allow=None, ignore=()):
             continue
         before, now = baseline.get(table), after.get(table)
         change = changes.get(table)
+        if before is None and change and change.get("renamed_from") in baseline:
+            before = baseline[change["renamed_from"]]  # the rows move with the name
         row = dict(table=table, rows_before=before["rows"] if before else None,
                    rows_after=now["rows"] if now else None, does=sorted(change["does"]) if change else [],
                    by=_by(change) if change else "", verdict="ok", message="")
@@ -99,7 +103,7 @@ def judge(baseline, after, changes, unknown=(), allow=None, ignore=()):
             check, message = problem
             kinds = allowed.get(table, set())
             if "any" in kinds or (check in ("data_lost", "data_changed") and kinds & _kinds_of(check, before, now)):
-                check, message = "declared_change", message + " (declared in validate_allow_changes)"
+                check, message = "declared_change", message + " (declared as an allowed change)"
             elif change is None and unknown:
                 check, message = "unknown_change", message + "." + unexplained_hint
             found = finding(check, message, table=table, expected=before, actual=now)
@@ -110,8 +114,12 @@ def judge(baseline, after, changes, unknown=(), allow=None, ignore=()):
 
 
 def _kinds_of(check, before, now):
-    """The kinds of change an operator's declaration must name to cover a difference."""
-    if before and now and now["rows"] < before["rows"]:
+    """The kinds of change an operator's declaration must name to cover a difference: rows, a table or
+    columns lost need ``delete``; rows added or changed need ``write``."""
+    if before is None or now is None:
+        return {"delete"} if now is None else {"write"}
+    lost_columns = [c for c in before.get("columns") or [] if c not in (now.get("columns") or before["columns"])]
+    if lost_columns or now["rows"] < before["rows"]:
         return {"delete"}
     return {"write"}
 
@@ -124,7 +132,9 @@ def _table_problem(table, before, now, change):
         return None  # dropped or renamed away by the files; what it held is in the row's figures
     if state == "created" and now is None:
         return ("missing_table", "%s is created by %s but does not exist after the migration" % (table, _by(change)))
-    if state == "created" and (before is None or not change.get("if_not_exists")):
+    if state == "created" and change.get("renamed_from") and before is not None:
+        does.discard("create")  # renamed: judged like the table it was, by what the files do to it
+    elif state == "created" and (before is None or not change.get("if_not_exists")):
         return None  # new (or dropped and created again): reported, nothing to compare with
     if before is None and now is None:
         return None
@@ -163,39 +173,55 @@ def describe(findings, limit=10):
     return "; ".join(lines)
 
 
-def discards(backup, live, changes=None, baseline=None, ignore=()):
+def discards(backup, live, changes=None, baseline=None, after=None, ignore=()):
     """What swapping a backup in over the live database would throw away, per table.
 
-    A table the run's files did not touch must still equal the backup: any difference was
-    written after the backup. A table they touched is compared through ``baseline`` (the state
-    when the migration started): a difference between it and the backup was written before the
-    migration. A table the live database has and the backup has not would be dropped.
+    ``live`` is the live database's figures now, or None when nobody but the migration wrote since
+    the baseline was taken (the run's own maintenance window): then the baseline stands for it. A table the run's
+    files did not touch must equal the backup. A table they touched must have had, when the
+    migration started (``baseline``), what the backup holds; and, when ``live`` was read after
+    the run, what the post-migration check found (``after``) - a table it has no figures of
+    cannot be vouched for. A table the backup does not have and the run did not create would
+    be dropped. Figures over some columns only are compared on their whole rows.
     """
-    changes, baseline = changes or {}, baseline or {}
+    changes, baseline, after = changes or {}, baseline or {}, after or {}
+    in_window = live is None
+    live = baseline if in_window else live
     found = []
-    for table in sorted(set(backup) | set(live)):
-        if table in ignore:
-            continue
-        then, now = backup.get(table), live.get(table)
-        if table in changes:
-            now = baseline.get(table)
-            if now is None or then is None:
-                continue  # created by the run, or no baseline taken: nothing written before it to lose
-        if now is not None and then is not None and now.get("columns") is not None:
-            # figured over some columns only: the rows are what can be compared
-            then, now = dict(then, checksum=None), dict(now, checksum=None)
+
+    def differ(table, then, now, when):
         if now is None:
-            continue  # gone from the live database: the restore brings it back
+            return  # gone from the database compared: the restore brings it back
         if then is None:
             found.append(dict(table=table, backup_rows=None, live_rows=now["rows"],
-                              message="%s was created after the backup and holds %d rows: the swap would drop it"
-                                      % (table, now["rows"])))
-        elif (then["rows"], then["checksum"]) != (now["rows"], now["checksum"]):
+                              message="%s holds %d rows %s and the backup has no such table: the swap would drop it"
+                                      % (table, now["rows"], when)))
+        elif whole_rows(then) != whole_rows(now):
             extra = now["rows"] - then["rows"]
             found.append(dict(table=table, backup_rows=then["rows"], live_rows=now["rows"],
                               message="%s: %d rows in the backup, %d %s: %s" % (
-                                  table, then["rows"], now["rows"],
-                                  "when the migration started" if table in changes else "now",
-                                  ("%d rows written after the backup would be lost" % extra) if extra > 0 else
-                                  "rows written, changed or deleted after the backup would be undone")))
+                                  table, then["rows"], now["rows"], when,
+                                  ("%d rows written since would be lost" % extra) if extra > 0 else
+                                  "rows written, changed or deleted since would be undone")))
+
+    for table in sorted(set(backup) | set(live) | set(baseline) | set(after)):
+        if table in ignore:
+            continue
+        change = changes.get(table)
+        if change is None:
+            differ(table, backup.get(table), live.get(table), "when the migration started" if in_window else "now")
+            continue
+        if table in baseline:
+            differ(table, backup.get(table), baseline[table], "when the migration started")
+        if in_window:
+            continue  # what differs from the baseline now is the run's own doing
+        if table in after:
+            differ(table, after[table], live.get(table), "now against the %d rows after the migration"
+                   % after[table]["rows"])
+        elif table in live and (table in backup or change.get("state") == "created"):
+            found.append(dict(table=table, backup_rows=(backup.get(table) or {}).get("rows"),
+                              live_rows=live[table]["rows"],
+                              message="%s: the run changed it and recorded no figures after the migration, so rows "
+                                      "written since cannot be told from the migration's changes" % table))
     return found
+

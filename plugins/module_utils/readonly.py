@@ -34,7 +34,7 @@ def table_sizes(cursor):
 
 
 def figures_job(schema, table, columns=None):
-    """A pool job: ('schema.table', (rows, checksum)) of one table (over ``columns`` only, if given)."""
+    """A pool job: ('schema.table', figures) of one table (over ``columns`` only, if given)."""
     def job(cursor):
         return "%s.%s" % (schema, table), snapshot.table_figures(cursor, schema, table, columns)
     return job
@@ -52,7 +52,7 @@ def parallel_figures(module, application_name, size, dbname=None, skip=()):
                            costs=[sizes.get(table, 0) for table in tables])
     finally:
         pool.close()
-    return dict((name, {"rows": rows, "checksum": checksum}) for name, (rows, checksum) in results)
+    return dict(results)
 
 
 class SnapshotPool(object):

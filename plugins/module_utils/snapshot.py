@@ -34,8 +34,8 @@ def user_tables(cursor):
 
 # The select list of a table's figures over the alias t (also written out by benchmarks/validation.py).
 FIGURES_COLUMNS = "count(*), coalesce(sum(('x' || substr(md5(t::text), 1, 16))::bit(64)::bigint::numeric), 0)::text"
-# The same over some of the columns only: {} is the ROW(...) of those columns.
-PROJECTED_COLUMNS = "count(*), coalesce(sum(('x' || substr(md5({}::text), 1, 16))::bit(64)::bigint::numeric), 0)::text"
+# The sum of the same 64-bit hashes over an expression {} (a ROW of some columns).
+_SUM_OF_HASHES = "coalesce(sum(('x' || substr(md5({}::text), 1, 16))::bit(64)::bigint::numeric), 0)::text"
 
 
 def table_columns(cursor, schema, table):
@@ -47,39 +47,47 @@ def table_columns(cursor, schema, table):
 
 
 def table_figures(cursor, schema, table, columns=None):
-    """(row count, checksum as a decimal string) of one table, over the given columns only if any.
+    """One table's figures (see ``figure``), over the given columns only if any.
 
     A migration that adds, drops or retypes columns still has to keep the other columns of every
-    row as they were: their figures are compared over exactly those columns.
+    row as they were: their figures are compared over exactly those columns. The whole rows'
+    checksum is taken in the same pass (``row_checksum``), for comparisons with a backup.
     """
     if columns is None:
         select = sql.SQL(FIGURES_COLUMNS)
     else:
         row = sql.SQL("ROW({})").format(sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c))
                                                              for c in columns))
-        select = sql.SQL(PROJECTED_COLUMNS).format(row)
+        select = sql.SQL(", ").join([sql.SQL(FIGURES_COLUMNS), sql.SQL(_SUM_OF_HASHES).format(row)])
     cursor.execute(sql.SQL("SELECT {} FROM {}.{} AS t").format(select, sql.Identifier(schema), sql.Identifier(table)))
-    count, checksum = cursor.fetchone()
-    return int(count), checksum
+    found = cursor.fetchone()
+    if columns is None:
+        return figure(int(found[0]), found[1])
+    return figure(int(found[0]), found[2], columns, row_checksum=found[1])
 
 
-def figure(rows, checksum, columns=None):
-    """One table's entry in a snapshot; ``columns`` only when the figures cover some columns only."""
+def figure(rows, checksum, columns=None, row_checksum=None):
+    """One table's entry in a snapshot: ``rows`` and ``checksum``; for figures over some columns only,
+    also ``columns`` and the whole rows' ``row_checksum``."""
     entry = {"rows": rows, "checksum": checksum}
     if columns is not None:
-        entry["columns"] = list(columns)
+        entry.update(columns=list(columns), row_checksum=row_checksum)
     return entry
+
+
+def whole_rows(entry):
+    """(rows, checksum of the whole rows) of a snapshot entry, projected or not."""
+    return entry["rows"], entry.get("row_checksum") or entry["checksum"]
 
 
 def take(cursor, tables=None, columns=None):
     """{'schema.table': {'rows': n, 'checksum': '...'}} for the given or all user tables
     (``columns``: {'schema.table': [column, ...]} for tables figured over some columns only)."""
-    figures = {}
     columns = columns or {}
+    figures = {}
     for schema, table in (tables if tables is not None else user_tables(cursor)):
         name = "%s.%s" % (schema, table)
-        rows, checksum = table_figures(cursor, schema, table, columns.get(name))
-        figures[name] = figure(rows, checksum, columns.get(name))
+        figures[name] = table_figures(cursor, schema, table, columns.get(name))
     return figures
 
 

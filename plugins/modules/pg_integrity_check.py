@@ -486,7 +486,7 @@ class Checker(object):
             elif kind == "distribution":
                 result["distribution"][outcome[0]] = outcome[1]
             elif kind == "snapshot":
-                figures[outcome[0]] = snapshot.figure(outcome[1][0], outcome[1][1], projected.get(outcome[0]))
+                figures[outcome[0]] = outcome[1]
             else:
                 result["row_counts"][outcome[0]] = outcome[1]
         for table in params["tables"]:

@@ -75,12 +75,20 @@ options:
     type: bool
     default: false
     version_added: 0.1.0
+  drop_leftover:
+    description:
+      - Drop O(target_db) first if it exists, as a copy an earlier restore of the same backup left (for example one
+        an emergency rollback restored beside the live database and did not swap). Never use it with a name another
+        database may have.
+    type: bool
+    default: false
+    version_added: 0.1.0
   guard_only:
     description:
       - Change nothing; compare the live database O(target_db) with the backup and return in RV(discards) what a swap
         would throw away - every table the run did not change (O(changes)) that differs from the backup's figures,
-        every table created since, and for the tables the run changed, what O(baseline) says was written before the
-        migration started.
+        every table created since; for the tables the run changed, what O(baseline) says was written before the
+        migration started and what differs from O(after), the figures after the migration.
       - Run it with the application's writes stopped (maintenance mode), so the answer still holds at the swap.
     type: bool
     default: false
@@ -92,6 +100,14 @@ options:
     version_added: 0.1.0
   baseline:
     description: The figures of the data when the run's migration started (the validate role's baseline).
+    type: dict
+    default: {}
+    version_added: 0.1.0
+  after:
+    description:
+      - The figures the post-migration check took (the validate role's C(figures)). A table the run changed must
+        still have them for the swap to lose nothing; one the run changed with no figures after it cannot be
+        vouched for and counts as a discard.
     type: dict
     default: {}
     version_added: 0.1.0
@@ -276,10 +292,12 @@ def main():
             replace=dict(type="str"),
             keep_old_as=dict(type="str"),
             drop_old=dict(type="bool", default=False),
+            drop_leftover=dict(type="bool", default=False),
             guard_only=dict(type="bool", default=False),
             changes=dict(type="dict", default={}),
             baseline=dict(type="dict", default={}),
             writes_stopped=dict(type="bool", default=False),
+            after=dict(type="dict", default={}),
             ignore=dict(type="list", elements="str",
                         default=["public.schema_migrations", "public.tmi_migration_history"]),
         ),
@@ -301,15 +319,12 @@ def main():
         if params["guard_only"]:
             if not restorer.exists(target):
                 module.fail_json(msg="The live database %s does not exist. Nothing was changed." % target, **result)
-            if params["writes_stopped"] and params["baseline"]:
-                # Nothing but the migration wrote since the baseline: what differs from it is the run's own doing.
-                result["discards"] = datacheck.discards(manifest["figures"], params["baseline"],
-                                                        ignore=params["ignore"])
-            else:
-                skip = set(params["changes"]) | set(params["ignore"])
-                live_figures = parallel_figures(module, APPLICATION_NAME, params["jobs"], dbname=target, skip=skip)
-                result["discards"] = datacheck.discards(manifest["figures"], live_figures, params["changes"],
-                                                        params["baseline"], params["ignore"])
+            live = None  # nothing but the migration wrote since the baseline: what differs from it is the run's
+            if not (params["writes_stopped"] and params["baseline"]):
+                live = parallel_figures(module, APPLICATION_NAME, params["jobs"], dbname=target,
+                                        skip=set(params["ignore"]))
+            result["discards"] = datacheck.discards(manifest["figures"], live, params["changes"], params["baseline"],
+                                                    params["after"], params["ignore"])
             module.exit_json(**result)
         if params["verify_only"]:
             if not restorer.exists(target):
@@ -323,7 +338,8 @@ def main():
 
         pg_restore = pgtools.find_binary(module, params["pg_bin_dir"], "pg_restore")
         pgtools.check_client_version(module, pg_restore, restorer.execute("SHOW server_version_num")[0][0])
-        if restorer.exists(target):
+        leftover = restorer.exists(target)
+        if leftover and not params["drop_leftover"]:
             module.fail_json(msg="Database %s already exists; the restore needs a new database. Drop it or choose "
                                  "another name. Nothing was changed." % target, **result)
         if live and not restorer.exists(live):
@@ -336,6 +352,8 @@ def main():
             module.exit_json(**result)
 
         started = time.monotonic()
+        if leftover:
+            restorer.drop(target)
         restorer.create(target, manifest)
         try:
             with pgtools.PasswordFile(module) as env:

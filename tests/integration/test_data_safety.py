@@ -74,13 +74,6 @@ def database_exists(environment, name: str) -> bool:
     return environment.db.server.query_one(f"SELECT count(*) FROM pg_database WHERE datname = '{name}'") == 1
 
 
-def drop_database(environment, name: str) -> None:
-    admin = environment.db.server.connect()
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    admin.close()
-
-
 def written_after_backup(record: dict) -> int:
     """Rows of documents written between the backup's snapshot and the baseline."""
     return (record["baseline"]["figures"]["public.documents"]["rows"]
@@ -142,8 +135,7 @@ def test_emergency_rollback_refuses_to_discard_writes_unless_allowed(environment
     report = (environment.tmp_path / "runs" / record["run_id"] / "run.md").read_text()
     assert "the swap would discard: public.documents" in report
 
-    # The operator allows the loss: the swap happens and the old database keeps the rows.
-    drop_database(environment, kept)
+    # The operator allows the loss: the restored copy is replaced, the swap happens and the old database keeps the rows.
     allowed = environment.playbook("rollback.yml", "-e", json.dumps(
         {"tmi_migrations_path": broken, "tmi_rollback_mode": "emergency", "tmi_rollback_allow_data_loss": True}))
     assert allowed.returncode == 0, allowed.stdout[-4000:]
@@ -159,7 +151,7 @@ def test_rows_written_after_the_migration_survive_a_later_rollback(environment, 
     with conn.cursor() as cur:
         cur.execute("SELECT id FROM threat_models LIMIT 1")
         threat_model = cur.fetchone()[0]
-        ids = [str(uuid.uuid4()) for _ in range(5)]
+        ids = [str(uuid.uuid4()) for _n in range(5)]
         for new in ids:
             cur.execute("INSERT INTO threats (id, threat_model_id, name, severity) VALUES (%s, %s, 'later', 'High')",
                         (new, threat_model))

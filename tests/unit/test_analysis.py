@@ -100,11 +100,11 @@ def test_statement_kinds(sql, does, unknown):
     assert bool(statement["unknown"]) is unknown
 
 
-
 def test_explain_analyze_runs_its_statement():
     statement = one("EXPLAIN ANALYZE DELETE FROM a")
     assert effects(statement) == {"public.a": ["delete"]} or statement["unknown"]
     assert effects(one("EXPLAIN DELETE FROM a")) == {}
+
 
 def test_default_schema_qualifies_unqualified_tables_only():
     statement = one("INSERT INTO a SELECT * FROM other.t; ", default_schema="app")
@@ -345,3 +345,16 @@ def test_fixture_000016_and_000017_expect_every_index():
     cell = [i for i in result["expected"]["indexes"] if i["name"] == "idx_metadata_cell_entity"]
     assert cell[0]["where"] == "entity_type = 'cell'" and cell[0]["columns"] == ["entity_id", "key"]
     assert all(set(change["does"]) <= {"none", "alter"} for change in result["tables"].values())
+
+
+@pytest.mark.parametrize("sql", ["ALTER ROLE app PASSWORD 'hunter2'", "CREATE ROLE x LOGIN PASSWORD 'hunter2'",
+                                 "CREATE USER MAPPING FOR app SERVER s OPTIONS (password 'hunter2')"])
+def test_statements_that_may_hold_a_password_are_never_returned_as_text(sql):
+    result = analysis.analyse_plan([(18, "roles", "up", sql + ";")])
+    assert "hunter2" not in repr(result)
+
+
+def test_a_do_block_assignment_is_read_as_the_expression_it_computes():
+    statement = one("DO $$ DECLARE n int; BEGIN n := (SELECT count(*) FROM a); DELETE FROM b; END $$")
+    assert statement["unknown"] is None and effects(statement) == {"public.b": ["delete"]}
+    assert "my_fn" in one("DO $$ DECLARE n int; BEGIN n := my_fn(); END $$", user_functions={"my_fn"})["unknown"]
