@@ -61,10 +61,6 @@ def _by(change):
     return "; ".join(parts)
 
 
-def _describe(before, after):
-    return "%s rows before, %s after" % (before["rows"] if before else "no table", after["rows"] if after else "none")
-
-
 def judge(baseline, after, changes, unknown=(), allow=None, ignore=()):
     """Per table a verdict row, and the findings (each with a severity).
 
@@ -165,14 +161,6 @@ def _table_problem(table, before, now, change):
     return None
 
 
-def describe(findings, limit=10):
-    """One line per finding, for error messages."""
-    lines = ["[%s] %s" % (f["check"], f["message"]) for f in findings[:limit]]
-    if len(findings) > limit:
-        lines.append("... and %d more" % (len(findings) - limit))
-    return "; ".join(lines)
-
-
 def discards(backup, live, changes=None, baseline=None, after=None, ignore=()):
     """What swapping a backup in over the live database would throw away, per table.
 
@@ -224,4 +212,3 @@ def discards(backup, live, changes=None, baseline=None, after=None, ignore=()):
                               message="%s: the run changed it and recorded no figures after the migration, so rows "
                                       "written since cannot be told from the migration's changes" % table))
     return found
-

@@ -56,8 +56,8 @@ def table_figures(cursor, schema, table, columns=None):
     if columns is None:
         select = sql.SQL(FIGURES_COLUMNS)
     else:
-        row = sql.SQL("ROW({})").format(sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c))
-                                                             for c in columns))
+        listed = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in columns)
+        row = sql.SQL("ROW({})").format(listed)
         select = sql.SQL(", ").join([sql.SQL(FIGURES_COLUMNS), sql.SQL(_SUM_OF_HASHES).format(row)])
     cursor.execute(sql.SQL("SELECT {} FROM {}.{} AS t").format(select, sql.Identifier(schema), sql.Identifier(table)))
     found = cursor.fetchone()
