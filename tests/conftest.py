@@ -192,7 +192,8 @@ class Environment:
                 version = cur.fetchone()
         finally:
             conn.close()
-        figures.pop("public.tmi_migration_history", None)
+        for bookkeeping in ("public.tmi_migration_history", "public.tmi_migration_lock"):
+            figures.pop(bookkeeping, None)
         client = self.redis.client()
         return {"figures": figures, "version": version,
                 "redis": {name: client.config_get(name)[name] for name in REDIS_SETTINGS},

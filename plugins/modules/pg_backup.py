@@ -58,7 +58,9 @@ options:
 attributes:
   check_mode:
     support: full
-    description: Checks the tools, space and permissions and reports the paths; dumps nothing.
+    description:
+      - Checks the tools, space and permissions and reports the paths; dumps nothing. A backup directory that does not
+        exist yet is judged by its nearest existing parent, which the backup role would create it in.
 extends_documentation_fragment:
   - community.postgresql.postgres
   - tmi.migration.postgres
@@ -151,6 +153,13 @@ def write_manifest(path, manifest):
     os.rename(partial, path)  # a manifest exists only for a complete backup
 
 
+def nearest_directory(path):
+    """path, or its nearest ancestor that exists (where check mode judges permissions and space)."""
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(
@@ -169,10 +178,12 @@ def main():
     dump = os.path.join(dest, DUMP_DIR)
     if not 0 <= params["compress"] <= 9 or params["jobs"] < 1:
         module.fail_json(msg="compress must be 0 to 9 and jobs 1 or more.")
-    if not os.path.isdir(dest) or not os.access(dest, os.W_OK | os.X_OK):
+    # Check mode creates no directory: the one the role would create must be creatable.
+    writable = nearest_directory(dest) if module.check_mode else dest
+    if not os.path.isdir(writable) or not os.access(writable, os.W_OK | os.X_OK):
         module.fail_json(msg="Backup directory %s does not exist or is not writable by user %s. Create it (the backup "
                              "role does) or choose another backup_dir. Nothing was written."
-                             % (dest, pwd.getpwuid(os.geteuid()).pw_name))
+                             % (writable, pwd.getpwuid(os.geteuid()).pw_name))
     pg_dump = pgtools.find_binary(module, params["pg_bin_dir"], "pg_dump")
 
     conn = connect(module, APPLICATION_NAME)
@@ -194,7 +205,7 @@ def main():
             module.fail_json(msg="%s exists but has no manifest: an earlier dump into this directory did not finish. "
                                  "Remove %s or use a new run id." % (dump, dump), **result)
         client = pgtools.check_client_version(module, pg_dump, version_num)
-        free = shutil.disk_usage(dest).free
+        free = shutil.disk_usage(writable).free
         needed = int(size * params["min_free_space_factor"])
         if free < needed:
             module.fail_json(msg="Not enough free space for the backup at %s: %d MiB free, %d MiB needed (database "

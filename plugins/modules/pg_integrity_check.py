@@ -138,7 +138,7 @@ options:
     description: Tables (C(schema.table)) left out of the comparison because the migration may change them.
     type: list
     elements: str
-    default: [public.schema_migrations, public.tmi_migration_history]
+    default: [public.schema_migrations, public.tmi_migration_history, public.tmi_migration_lock]
     version_added: 0.1.0
   samples:
     description: How many sample ids to return per finding.
@@ -614,7 +614,8 @@ def main():
             snapshot_tables=dict(type="list", elements="str"),
             compare_to=dict(type="dict"),
             compare_ignore=dict(type="list", elements="str",
-                                default=["public.schema_migrations", "public.tmi_migration_history"]),
+                                default=["public.schema_migrations", "public.tmi_migration_history",
+                                         "public.tmi_migration_lock"]),
             samples=dict(type="int", default=5),
             parallel=dict(type="int", default=2),
             workers_per_scan=dict(type="int", default=0),

@@ -123,7 +123,7 @@ options:
     description: Tables (C(schema.table)) left out of O(guard_only)'s comparison, such as the migration state tables.
     type: list
     elements: str
-    default: [public.schema_migrations, public.tmi_migration_history]
+    default: [public.schema_migrations, public.tmi_migration_history, public.tmi_migration_lock]
     version_added: 0.1.0
 attributes:
   check_mode:
@@ -299,7 +299,8 @@ def main():
             writes_stopped=dict(type="bool", default=False),
             after=dict(type="dict", default={}),
             ignore=dict(type="list", elements="str",
-                        default=["public.schema_migrations", "public.tmi_migration_history"]),
+                        default=["public.schema_migrations", "public.tmi_migration_history",
+                                 "public.tmi_migration_lock"]),
         ),
         required_by=dict(replace="keep_old_as"),
         mutually_exclusive=[("replace", "drop_after"), ("verify_only", "replace"), ("verify_only", "drop_after"),
