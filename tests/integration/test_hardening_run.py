@@ -52,7 +52,7 @@ def test_two_runs_at_once_one_applies_and_the_other_stops_naming_the_holder(envi
             assert time.monotonic() < deadline, "the first run never took the run lock"
             time.sleep(0.2)
         second = environment.playbook("migrate.yml", "-e", "tmi_run_id=second-run")
-        output, _ = first.communicate(timeout=600)
+        output = first.communicate(timeout=600)[0]
     finally:
         if first.poll() is None:
             first.kill()
@@ -126,7 +126,8 @@ def bad_template(environment) -> dict:
 # input -> (extra vars, what the message must say)
 BAD_INPUTS = {
     "target_below_current": ({"tmi_target_version": "14"}, "The target version 14 is below the database's version 15"),
-    "rollback_mode": ({"tmi_rollback_mode": "bogus"}, "tmi_rollback_mode must be auto, planned or emergency (got 'bogus')"),
+    "rollback_mode": ({"tmi_rollback_mode": "bogus"},
+                      "tmi_rollback_mode must be auto, planned or emergency (got 'bogus')"),
     "serial_zero": ({"tmi_serial": 0}, "tmi_serial must be how many hosts run at once"),
     "serial_word": ({"tmi_serial": "x"}, "tmi_serial must be how many hosts run at once, a whole number from 1"),
     "run_id_path": ({"tmi_run_id": "../escaped"}, "tmi_run_id must be a run id"),
