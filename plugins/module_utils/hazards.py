@@ -113,8 +113,8 @@ class _Tables(object):
 
 
 def _label(migration, line):
-    return "Migration %06d %s (%s, line %s)" % (migration["version"], migration["title"], migration["direction"],
-                                                 line)
+    return "Migration %06d %s (%s, line %s)" % (
+        migration["version"], migration["title"], migration["direction"], line)
 
 
 def _finding(migration, line, kind, severity, table, obj, message):
@@ -255,9 +255,8 @@ def _note_change(changes, table, entry, line):
     if "drop" in entry["does"]:
         changes[table] = ("drop", line)
         return
-    what = ["%s column %s" % (verb, column) for key, verb in (("added", "adds"), ("dropped", "drops"),
-                                                                 ("changed", "changes"))
-            for column in entry.get(key, [])]
+    verbs = (("added", "adds"), ("dropped", "drops"), ("changed", "changes"))
+    what = ["%s column %s" % (verb, column) for key, verb in verbs for column in entry.get(key, [])]
     previous, first = changes.get(table, ("", line))
     if what and previous != "drop":
         changes[table] = ("; ".join(filter(None, [previous, *what])), first)

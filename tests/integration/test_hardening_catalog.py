@@ -213,4 +213,3 @@ def test_rollback_playbook_planned_refuses_and_auto_restores_a_working_replica_i
         conn.close()
     environment.db.conn.close()
     environment.db.conn = pg_server.connect(environment.db.name)
-

@@ -226,4 +226,3 @@ def test_killed_during_the_verification_restore_leaves_no_secret_but_the_pgpass_
     environment.db.conn.close()
     environment.db.conn = pg_server.connect(environment.db.name)
     assert fixture.current_version(environment.db.conn) == (17, False)
-
