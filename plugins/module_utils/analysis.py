@@ -68,6 +68,8 @@ _REWRITES = {"AT_AlterColumnType", "AT_SetAccessMethod", "AT_SetLogged", "AT_Set
 # pg_constraint.confdeltype / confupdtype: what a referenced row's delete (or key update) does to the child.
 _CASCADE_DOES = {"c": "delete", "n": "write", "d": "write"}
 _ACTION_NAMES = {"c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
+# ReplicaIdentityStmt.identity_type (and pg_class.relreplident).
+_REPLICA_IDENTITY = {"d": "default", "f": "full", "n": "nothing", "i": "index"}
 
 
 def qualify(schema, name, default_schema):
@@ -124,7 +126,7 @@ class Statement(object):
                      else " ".join(text.split()))
         self.tables = {}  # qualified table -> {"does": set, "added"/"dropped"/"changed": [...], ...}
         self.creates = {"tables": [], "indexes": [], "constraints": [], "functions": []}
-        self.drops = {"tables": [], "indexes": [], "constraints": []}
+        self.drops = {"tables": [], "indexes": [], "constraints": [], "views": []}
         self.unknown = None
         self.rewrites = []
 
@@ -172,9 +174,21 @@ def _alter_table(statement, stmt, default_schema):
         if subtype in _COLUMN_CHANGES and column:
             keeps = _COLUMN_CHANGES[subtype]
             verb = {"added": "adds", "dropped": "drops", "changed": "changes"}[keeps]
-            statement.touch(table, "alter", "%s column %s" % (verb, column), **{keeps: [column]})
+            extra = {keeps: [column]}
+            # What the catalog's dependants (views, the replica identity) care about: a new type, a drop and how.
+            if subtype == "AT_AlterColumnType":
+                extra["retyped"] = [column]
+            elif keeps == "dropped" and cmd.behavior == pg_enums.DropBehavior.DROP_CASCADE:
+                extra["dropped_cascade"] = [column]
+            statement.touch(table, "alter", "%s column %s" % (verb, column), **extra)
             if keeps == "added" and isinstance(cmd.def_, pg_ast.ColumnDef):
                 _column_constraints(statement, table, cmd.def_)
+        elif subtype == "AT_ReplicaIdentity" and isinstance(cmd.def_, pg_ast.ReplicaIdentityStmt):
+            identity = _REPLICA_IDENTITY.get(cmd.def_.identity_type, "default")
+            index = qualify(stmt.relation.schemaname, cmd.def_.name, default_schema) if cmd.def_.name else None
+            statement.touch(table, "none", "sets replica identity %s" % (
+                "USING INDEX %s" % cmd.def_.name if index else identity.upper()),
+                replica_identity=dict(identity=identity, index=index))
         elif subtype == "AT_AddConstraint" and isinstance(cmd.def_, pg_ast.Constraint):
             _constraint(statement, table, cmd.def_)
         elif subtype == "AT_DropConstraint":
@@ -198,7 +212,9 @@ def _constraint(statement, table, constraint):
                                           "CONSTR_EXCLUSION"):
         statement.creates["constraints"].append(dict(table=table, name=constraint.conname))
     name = " " + constraint.conname if constraint.conname else ""
-    statement.touch(table, "none", "adds %s constraint%s" % (contype[7:].lower(), name))
+    # A new primary key is what REPLICA IDENTITY DEFAULT uses from then on.
+    extra = dict(adds_primary_key=True) if contype == "CONSTR_PRIMARY" else {}
+    statement.touch(table, "none", "adds %s constraint%s" % (contype[7:].lower(), name), **extra)
 
 
 def _create_table(statement, stmt, default_schema):
@@ -215,18 +231,23 @@ def _create_table(statement, stmt, default_schema):
 
 def _drop(statement, stmt, default_schema):
     kind = pg_enums.ObjectType(stmt.removeType).name
+    cascade = stmt.behavior == pg_enums.DropBehavior.DROP_CASCADE
     for obj in stmt.objects or ():
         if kind == "OBJECT_TABLE":
             schema, name = _names(obj)
             table = qualify(schema, name, default_schema)
             statement.drops["tables"].append(table)
+            extra = dict(drop_cascade=True) if cascade else {}
             if stmt.missing_ok:
-                statement.touch(table, "drop", "drops it if it exists", if_exists=True)
+                statement.touch(table, "drop", "drops it if it exists", if_exists=True, **extra)
             else:
-                statement.touch(table, "drop", "drops it")
+                statement.touch(table, "drop", "drops it", **extra)
         elif kind == "OBJECT_INDEX":
             schema, name = _names(obj)
             statement.drops["indexes"].append(qualify(schema, name, default_schema))
+        elif kind in ("OBJECT_VIEW", "OBJECT_MATVIEW"):
+            schema, name = _names(obj)
+            statement.drops["views"].append(qualify(schema, name, default_schema))
 
 
 def _rename(statement, stmt, default_schema):
@@ -427,7 +448,8 @@ def analyse_plan(files, default_schema="public", user_functions=(), foreign_keys
     ``files``: [(version, title, direction, sql)]. ``foreign_keys``: [{"table", "ref_table",
     "on_delete", "on_update", "name"}] from the catalog (codes of pg_constraint.confdeltype).
     Returns {"files": [{version, title, direction, statements}], "tables": {table: change},
-    "unknown": [{version, line, reason}], "expected": {indexes, constraints}, "requires": [...]}.
+    "unknown": [{version, line, reason}], "expected": {indexes, constraints}, "dropped": [{version, direction,
+    line, kind, name, table}], "requires": [...]}.
     """
     result = dict(files=[], tables={}, unknown=[], requires=[])
     defined = set(user_functions)
@@ -449,6 +471,7 @@ def analyse_plan(files, default_schema="public", user_functions=(), foreign_keys
         result["files"].append(dict(version=version, title=title, direction=direction, statements=statements))
     _cascade(result["tables"], foreign_keys)
     result["expected"] = expectations(result["files"])
+    result["dropped"] = dropped_objects(result["files"])
     result["summary"] = summary_lines(result)
     return result
 
@@ -566,6 +589,25 @@ def expectations(files):
                 constraints[(constraint["table"], constraint["name"])] = constraint
     return dict(indexes=[indexes[n] for n in sorted(indexes)],
                 constraints=[constraints[k] for k in sorted(constraints)])
+
+
+_DROPPED_KINDS = (("tables", "table"), ("indexes", "index"), ("constraints", "constraint"), ("views", "view"))
+
+
+def dropped_objects(files):
+    """What the files drop, in order: [{version, direction, line, kind, name, table}] (a rename keeps its object)."""
+    dropped = []
+    for migration in files:
+        for statement in migration["statements"]:
+            if statement["kind"] == "RenameStmt":
+                continue
+            for key, kind in _DROPPED_KINDS:
+                for item in statement["drops"].get(key, []):
+                    name = item["name"] if isinstance(item, dict) else item
+                    dropped.append(dict(version=migration["version"], direction=migration["direction"],
+                                        line=statement["line"], kind=kind, name=name,
+                                        table=item["table"] if isinstance(item, dict) else None))
+    return dropped
 
 
 def projections(changes):

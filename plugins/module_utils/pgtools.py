@@ -4,7 +4,8 @@
 """Running PostgreSQL client programs (pg_dump, pg_restore) safely from modules.
 
 * The password never reaches a command line or the environment of the child: it goes
-  into a pgpass file created 0600 in a private temporary directory and removed afterwards.
+  into a pgpass file created 0600 in a private temporary directory and removed afterwards;
+  the directory names its process, so that the next run removes it when a kill left it.
 * Connection options become a libpq connection string *without* the password, built
   from community.postgresql's ``get_conn_params`` so it matches what the modules connect to.
 * A client older than the server cannot dump it: the major versions are checked first.
@@ -17,6 +18,7 @@ __metaclass__ = type
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 
@@ -70,20 +72,72 @@ def conninfo(module, dbname, application_name):
     return " ".join("%s=%s" % (key, _quote(params[key])) for key in _CONNINFO_KEYS if params.get(key) not in (None, ""))
 
 
+PASSWORD_DIR_PREFIX = "tmi-pgpass-"
+_PASSWORD_DIR = re.compile(r"^%s(\d+)-" % re.escape(PASSWORD_DIR_PREFIX))
+
+
+def _process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def remove_dead_password_dirs(parent=None):
+    """Remove this user's password directories (``tmi-pgpass-<pid>-*``) whose process no longer runs.
+
+    A run killed while a client tool ran (SIGKILL skips every ``finally``) leaves its pgpass file
+    behind; the next run removes it. Returns the directories removed.
+    """
+    parent = parent or tempfile.gettempdir()
+    removed = []
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return removed
+    for name in sorted(names):
+        match = _PASSWORD_DIR.match(name)
+        if not match:
+            continue
+        path = os.path.join(parent, name)
+        try:
+            info = os.lstat(path)
+        except OSError:
+            continue
+        # Only real directories of this user, never through a link, and never a running process's.
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or _process_alive(int(match.group(1))):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.exists(path):
+            removed.append(path)
+    return removed
+
+
 class PasswordFile(object):
     """A pgpass file holding the module's password, 0600 in a private directory, removed on exit.
 
-    Use as ``with PasswordFile(module) as env: subprocess.run(..., env=env)``.
+    Use as ``with PasswordFile(module) as env: subprocess.run(..., env=env)``. The directory is
+    ``tmi-pgpass-<pid>-*`` in the temporary directory; a new one first removes those whose process
+    is gone (a run killed before it could remove its own), warns about each and keeps them in ``removed``.
     """
 
     def __init__(self, module):
+        self.module = module
         self.password = module.params.get("login_password") or ""
         self.directory = None
+        self.removed = []
 
     def __enter__(self):
         env = dict(os.environ)
         env.pop("PGPASSWORD", None)
-        self.directory = tempfile.mkdtemp(prefix="tmi-pgpass-")  # mode 0700
+        self.removed = remove_dead_password_dirs()
+        for path in self.removed:
+            self.module.warn("Removed %s, a password file left behind by an earlier run that was killed before it "
+                             "could remove it (its process is gone)." % path)
+        self.directory = tempfile.mkdtemp(prefix="%s%d-" % (PASSWORD_DIR_PREFIX, os.getpid()))  # mode 0700
         path = os.path.join(self.directory, "pgpass")
         escaped = self.password.replace("\\", "\\\\").replace(":", "\\:")
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -28,6 +28,11 @@ description:
   - It also says what the planned files will do (RV(analysis)) - per statement, the tables it acts on and what it does
     to their rows - and refuses a plan whose files act on tables the database does not have, before anything changes.
     The analysis is this collection's own (C(module_utils/analysis.py)), as no library reads migration files that way.
+  - It reads the catalog around what the files drop or alter (RV(hazards), C(module_utils/hazards.py)) - the
+    publications a table is in, its replica identity, and the views and materialized views that use a column - and
+    refuses O(operation=migrate) before anything changes when a file it is about to run would drop the index a
+    table's replica identity uses, or retype or drop a column (or drop a table) a view uses. The other findings are
+    warnings.
 options:
   path:
     description: Directory holding the migration files, on the host that runs the module.
@@ -211,7 +216,8 @@ analysis:
       function that is not PostgreSQL's own). C(tables) - per table over the whole plan, C(does), the columns C(added),
       C(dropped) and C(changed), C(state) (V(created) or V(gone)) and C(by) (file, line and what, or the cascade
       through an C(ON DELETE) foreign key). C(unknown), C(expected) (indexes and constraints the files leave),
-      C(requires) and C(missing) (tables acted on that do not exist), C(summary) (one line per file and table).
+      C(requires) and C(missing) (tables acted on that do not exist), C(summary) (one line per file and table),
+      C(dropped) (the tables, indexes, constraints and views the files drop, in order, with file and line).
   returned: always
   type: dict
   sample:
@@ -220,6 +226,32 @@ analysis:
     unknown: []
     missing: []
     summary: ["000017 up enhance_metadata: public.metadata alter/none (changes column key; ...)"]
+hazards:
+  description:
+    - What the files break around the objects they drop or alter, read from the catalog. C(planned) is true for the
+      planned files and false for the files of the same versions the other way (what moving back would run), which
+      never stop this run.
+    - C(kind) V(replica_identity) - a file drops the index a table's replica identity uses (severity V(error)),
+      or sets a replica identity (V(warning)); V(view) - a file retypes or drops a column, or drops a table, that a
+      view or materialized view uses (V(error); V(warning) with CASCADE, which drops the view); V(publication) - a
+      file changes the columns of, or drops, a table in a publication (V(warning)).
+    - Each names C(version), C(title), C(direction), C(line), C(table), C(object) and says in C(message) what would
+      break and the remedy.
+  returned: always
+  type: list
+  elements: dict
+  version_added: 0.2.0
+  sample:
+    - version: 17
+      title: enhance_metadata
+      direction: down
+      line: 4
+      table: public.metadata
+      kind: replica_identity
+      object: public.metadata_entity_key_unique
+      severity: error
+      planned: true
+      message: "Migration 000017 enhance_metadata (down, line 4) drops constraint metadata_entity_key_unique ..."
 lock_id:
   description: The advisory lock id (golang-migrate's) for this database, schema and table.
   returned: always
@@ -241,7 +273,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.common.text.converters import to_native
-from ansible_collections.tmi.migration.plugins.module_utils import analysis
+from ansible_collections.tmi.migration.plugins.module_utils import analysis, hazards
 from ansible_collections.tmi.migration.plugins.module_utils import migrations as files
 from ansible_collections.tmi.migration.plugins.module_utils.postgres import argument_spec, connect
 
@@ -297,6 +329,8 @@ class Migrator(object):
         self.history = params["history_table"] or None
         self.lock_id = files.advisory_lock_id(self.database, self.schema, self.table)
         self.locked = False
+        self.hazards = []
+        self.warned = False
 
     def _ident(self, name):
         return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(name))
@@ -389,7 +423,34 @@ class Migrator(object):
                 planned.append((migration.version, migration.title, direction, handle.read()))
         result = analysis.analyse_plan(planned, self.schema, user_functions, foreign_keys)
         result["missing"] = [table for table in result["requires"] if table not in existing]
+        self.find_hazards(steps, result, user_functions, foreign_keys)
         return result
+
+    def find_hazards(self, steps, planned, user_functions, foreign_keys):
+        """What the planned files (and, not planned, the same versions' files the other way) break in the catalog,
+        into ``self.hazards`` (the list main() returns); warns, and refuses a migration whose steps have an error."""
+        catalog = hazards.read_catalog(self.execute)
+        found = hazards.find(planned["files"], catalog)
+        back = []
+        for migration, direction in hazards.reverse_steps(steps):
+            with open(migration.path(direction)) as handle:
+                back.append((migration.version, migration.title, direction, handle.read()))
+        if back:
+            found.extend(hazards.find(analysis.analyse_plan(back, self.schema, user_functions, foreign_keys)["files"],
+                                      catalog, planned=False))
+        self.hazards[:] = found
+        for hazard in found if not self.warned else ():
+            if hazard["planned"] or hazard["severity"] == "error":
+                self.module.warn("%s%s: %s" % (hazard["severity"].capitalize(), "" if hazard["planned"] else
+                                               " (not run now: the %s file of a planned version)"
+                                               % hazard["direction"], hazard["message"]))
+        self.warned = True
+        refused = [h["message"] for h in hazards.errors(found)]
+        params = self.module.params
+        if refused and params["operation"] == "migrate" and (params["allow_down"] or all(
+                direction == "up" for _m, direction, _a in steps)):
+            self.module.fail_json(msg="Refusing to migrate: %s Nothing was changed." % " ".join(refused),
+                                  hazards=found, analysis=planned, plan=_plan_dicts(steps))
 
     # --- history -----------------------------------------------------------------------
     def ensure_history_table(self):
@@ -611,6 +672,7 @@ def main():
             result["plan_error"] = to_native(error)
         result["plan"] = _plan_dicts(steps)
         result["analysis"] = migrator.analyse(steps)
+        result["hazards"] = migrator.hazards
         result["edited_files"] = migrator.edited_files(migrations, before)
         for edited in result["edited_files"]:
             module.warn("Migration %(version)d (%(file)s) changed since it was applied on %(applied_at)s; "

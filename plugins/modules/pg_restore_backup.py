@@ -83,6 +83,19 @@ options:
     type: bool
     default: false
     version_added: 0.1.0
+  remove_leftovers:
+    description:
+      - With O(drop_after) (a scratch restore that proves a backup), first drop the scratch databases that earlier
+        verification restores of the same database left behind because their run was killed before it could drop
+        them - databases named as O(target_db) up to its last C(_verify_), followed by another run's id, which this
+        module marked (C(COMMENT ON DATABASE)) as a verification restore of the database the backup was taken of.
+        O(target_db) itself and databases without that mark are never dropped. Returns them in RV(leftovers_removed).
+      - This is safe only because one run at a time works on a database (the run lock of the playbooks); a
+        verification restore of another run of the same database that is still under way would be dropped. Switch
+        it off when runs of one database can overlap.
+    type: bool
+    default: true
+    version_added: 0.2.0
   guard_only:
     description:
       - Change nothing; compare the live database O(target_db) with the backup and return in RV(discards) what a swap
@@ -183,6 +196,15 @@ discards:
   sample: [{"table": "public.documents", "backup_rows": 6059, "live_rows": 6079,
             "message": "public.documents: 6059 rows in the backup, 6079 now: 20 rows written after the backup would
                         be lost"}]
+leftovers_removed:
+  description:
+    - Scratch databases of earlier, killed verification restores of the same database that were dropped first (see
+      O(remove_leftovers)); in check mode, those that would be.
+  returned: with O(drop_after)
+  type: list
+  elements: str
+  sample: [tmi_verify_20261124t010000z_1]
+  version_added: 0.2.0
 duration:
   description: Seconds spent restoring and verifying.
   returned: when a restore ran
@@ -191,6 +213,7 @@ duration:
 
 import json
 import os
+import re
 import time
 import traceback
 
@@ -209,6 +232,9 @@ except ImportError:  # connect() reports it
 
 APPLICATION_NAME = "tmi.migration.pg_restore_backup"
 MAX_IDENTIFIER = 63
+SCRATCH_INFIX = "_verify_"
+# The mark of a scratch restore, on the database itself: what tells a leftover from a database of that name.
+SCRATCH_MARK = "tmi.migration verification restore of database %s"
 
 
 def load_manifest(module, backup):
@@ -243,9 +269,22 @@ class Restorer(object):
     def exists(self, name):
         return bool(self.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)))
 
-    def create(self, name, manifest):
+    def create(self, name, manifest, scratch=False):
         self.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING %s LC_COLLATE %s LC_CTYPE %s").format(
             sql.Identifier(name)), (manifest["encoding"], manifest["lc_collate"], manifest["lc_ctype"]))
+        if scratch:
+            self.execute(sql.SQL("COMMENT ON DATABASE {} IS %s").format(sql.Identifier(name)),
+                         (SCRATCH_MARK % manifest["database"],))
+
+    def scratch_leftovers(self, target, database):
+        """Scratch databases of earlier verification restores of ``database``, named like ``target``."""
+        if SCRATCH_INFIX not in target:
+            return []
+        pattern = "^%s[a-z0-9_]+$" % re.escape(target[:target.rindex(SCRATCH_INFIX) + len(SCRATCH_INFIX)])
+        rows = self.execute("SELECT datname FROM pg_database WHERE datname ~ %s AND datname <> %s "
+                            "AND shobj_description(oid, 'pg_database') = %s ORDER BY datname",
+                            (pattern, target, SCRATCH_MARK % database))
+        return [row[0] for row in rows]
 
     def drop(self, name):
         self.end_sessions(name)
@@ -293,6 +332,7 @@ def main():
             keep_old_as=dict(type="str"),
             drop_old=dict(type="bool", default=False),
             drop_leftover=dict(type="bool", default=False),
+            remove_leftovers=dict(type="bool", default=True),
             guard_only=dict(type="bool", default=False),
             changes=dict(type="dict", default={}),
             baseline=dict(type="dict", default={}),
@@ -348,14 +388,21 @@ def main():
         if old and restorer.exists(old):
             module.fail_json(msg="Database %s (keep_old_as) already exists; choose another name. Nothing was changed."
                                  % old, **result)
+        if params["drop_after"]:
+            result["leftovers_removed"] = (restorer.scratch_leftovers(target, manifest["database"])
+                                           if params["remove_leftovers"] else [])
         result["changed"] = True
         if module.check_mode:
             module.exit_json(**result)
 
         started = time.monotonic()
+        for name in result.get("leftovers_removed", []):
+            restorer.drop(name)
+            module.warn("Dropped database %s, the scratch database of an earlier verification restore of %s that its "
+                        "run left behind (it was killed before it could drop it)." % (name, manifest["database"]))
         if leftover:
             restorer.drop(target)
-        restorer.create(target, manifest)
+        restorer.create(target, manifest, scratch=params["drop_after"])
         try:
             with pgtools.PasswordFile(module) as env:
                 error = pgtools.run([pg_restore, "--exit-on-error", "--jobs=%d" % params["jobs"],

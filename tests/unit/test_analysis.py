@@ -152,6 +152,32 @@ def test_creates_and_drops():
                                                  dict(table="public.a", name="a_chk")]
 
 
+def test_what_the_catalog_around_a_table_cares_about():
+    """Retyped and CASCADE-dropped columns, replica identities, dropped views, a new primary key (hazards.py)."""
+    retyped = one("ALTER TABLE a ALTER COLUMN x TYPE bigint")["tables"]["public.a"]
+    assert (retyped["changed"], retyped["retyped"]) == (["x"], ["x"])
+    assert "retyped" not in one("ALTER TABLE a RENAME COLUMN x TO y")["tables"]["public.a"]
+    cascade = one("ALTER TABLE a DROP COLUMN x CASCADE, DROP COLUMN y")["tables"]["public.a"]
+    assert (cascade["dropped"], cascade["dropped_cascade"]) == (["x", "y"], ["x"])
+    assert one("DROP TABLE a CASCADE")["tables"]["public.a"]["drop_cascade"] is True
+    assert "drop_cascade" not in one("DROP TABLE a")["tables"]["public.a"]
+    assert one("ALTER TABLE a REPLICA IDENTITY USING INDEX a_x_key")["tables"]["public.a"]["replica_identity"] == \
+        dict(identity="index", index="public.a_x_key")
+    assert one("ALTER TABLE a REPLICA IDENTITY FULL")["tables"]["public.a"]["replica_identity"] == \
+        dict(identity="full", index=None)
+    assert one("DROP VIEW IF EXISTS v, other.w")["drops"] == {"views": ["public.v", "other.w"]}
+    assert one("DROP MATERIALIZED VIEW mv CASCADE")["drops"] == {"views": ["public.mv"]}
+    assert one("ALTER TABLE a ADD PRIMARY KEY (x)")["tables"]["public.a"]["adds_primary_key"] is True
+
+
+def test_plan_lists_what_the_files_drop_in_order():
+    result = plan("DROP INDEX ix; ALTER TABLE a DROP CONSTRAINT a_x_check", "DROP VIEW v; DROP TABLE a",
+                  "ALTER INDEX iy RENAME TO iz")
+    assert [(d["version"], d["line"], d["kind"], d["name"], d["table"]) for d in result["dropped"]] == [
+        (1, 1, "index", "public.ix", None), (1, 1, "constraint", "a_x_check", "public.a"),
+        (2, 1, "view", "public.v", None), (2, 1, "table", "public.a", None)]
+
+
 @pytest.mark.parametrize("sql, spec", [
     ("CREATE INDEX ix ON a (x, y DESC)",
      dict(name="ix", table="public.a", unique=False, columns=["x", "y DESC"], include=[])),
