@@ -30,4 +30,9 @@ requirements:
 notes:
   - The modules always connect with psycopg2, also where psycopg 3 is installed.
   - Each session sets C(application_name) to the module name, so C(pg_stat_activity) shows who is connected.
+  - Every connection, also those of C(pg_dump) and C(pg_restore), has a C(connect_timeout) of 10 seconds unless
+    O(connect_params) sets one, so a server that accepts the connection and never answers fails the task naming the
+    endpoint (C(host:port)) instead of holding the run.
+  - A O(login_password) holding a line break is refused before connecting - C(pg_dump) and C(pg_restore) read the
+    password from a pgpass file, one password per line.
 """

@@ -193,6 +193,24 @@ def _check_gaps(versions, low, high):
                                                                 min(v for v in versions if v > version)))
 
 
+def check_syntax(path):
+    """Raise MigrationError naming the file, line and column when a migration file does not parse."""
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    try:
+        split_statements(text)
+    except pglast.parser.ParseError as error:
+        reason = re.sub(r",? at index \d+$", "", str(error.args[0] if error.args else error))
+        index = error.args[1] if len(error.args) > 1 and isinstance(error.args[1], int) else None
+        where = ""
+        if index is not None and 0 <= index <= len(text):
+            line = text.count("\n", 0, index) + 1
+            column = index - (text.rfind("\n", 0, index) + 1) + 1
+            where = " at line %d, column %d" % (line, column)
+        raise MigrationError("File %s does not parse as PostgreSQL SQL%s: %s. Fix the file before migrating; "
+                             "nothing was changed." % (path, where, reason)) from None
+
+
 def split_statements(sql):
     """Statements of a migration file, as PostgreSQL's parser sees them."""
     return [s for s in pglast.split(sql, with_parser=True) if s.strip()]

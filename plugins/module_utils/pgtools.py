@@ -7,7 +7,8 @@
   into a pgpass file created 0600 in a private temporary directory and removed afterwards;
   the directory names its process, so that the next run removes it when a kill left it.
 * Connection options become a libpq connection string *without* the password, built
-  from community.postgresql's ``get_conn_params`` so it matches what the modules connect to.
+  by ``postgres.connection_params`` (community.postgresql's ``get_conn_params`` and a
+  connect_timeout) so it matches what the modules connect to.
 * A client older than the server cannot dump it: the major versions are checked first.
 """
 
@@ -22,10 +23,10 @@ import stat
 import subprocess
 import tempfile
 
-from ansible_collections.community.postgresql.plugins.module_utils.postgres import get_conn_params
+from ansible_collections.tmi.migration.plugins.module_utils.postgres import connection_params
 
 _CONNINFO_KEYS = ("host", "port", "user", "dbname", "sslmode", "sslrootcert", "sslcert", "sslkey",
-                  "application_name")
+                  "application_name", "connect_timeout")
 
 
 def find_binary(module, bin_dir, name):
@@ -65,10 +66,12 @@ def _quote(value):
 
 
 def conninfo(module, dbname, application_name):
-    """A libpq connection string for dbname from the module's options, without the password."""
-    params = get_conn_params(module, module.params, warn_db_default=False)
-    params["dbname"] = dbname
-    params.setdefault("application_name", application_name)
+    """A libpq connection string for dbname from the module's options, without the password.
+
+    It carries the same connect_timeout as the modules' own connections (``postgres.connection_params``),
+    so pg_dump and pg_restore cannot hang on a server that never answers either.
+    """
+    params = connection_params(module, dbname, application_name)
     return " ".join("%s=%s" % (key, _quote(params[key])) for key in _CONNINFO_KEYS if params.get(key) not in (None, ""))
 
 

@@ -11,6 +11,12 @@ and psycopg2 otherwise; the modules of this collection rely on psycopg2's semant
 (``psycopg2.sql`` composition, tuple rows, ``pgcode`` on errors), so they always connect
 with psycopg2, tag the session with an ``application_name`` that names the module (so
 an operator sees who holds a lock), and never put the password in an error message.
+
+Every connection has a time limit: libpq waits for ever on a server that accepts the TCP
+connection and never answers (a hung server, a proxy with nothing behind it, the wrong port),
+so ``connect_timeout`` is set to ``CONNECT_TIMEOUT`` seconds unless the user's
+``connect_params`` sets it. ``connection_params`` is the one place that builds the parameters,
+for psycopg2 (``connect``) and for the client programs (``pgtools.conninfo``) alike.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -44,6 +50,39 @@ def argument_spec(**extra):
     return spec
 
 
+CONNECT_TIMEOUT = 10
+# pg_dump and pg_restore read the password from a pgpass file, one line per entry.
+_LINE_BREAKS = ("\n", "\r")
+
+
+def connection_params(module, dbname=None, application_name=None):
+    """libpq keywords from the module's connection options, with a connect_timeout, or fail before connecting.
+
+    ``dbname`` replaces ``login_db``. A password holding a line break is refused here: psycopg2 would
+    log in with it but pg_dump and pg_restore, which read it from a pgpass file (one password per
+    line), would not, so the backup would fail with a misleading "password authentication failed".
+    """
+    password = module.params.get("login_password") or ""
+    if any(char in password for char in _LINE_BREAKS):
+        module.fail_json(msg="login_password (tmi_db_connection.login_password) contains a line break. pg_dump and "
+                             "pg_restore read the password from a pgpass file, which holds one password per line, so "
+                             "they would log in with only part of it. Remove the line break (a password read from a "
+                             "file often ends with one: trim it), or give the database user a password without one. "
+                             "Nothing was changed.")
+    params = get_conn_params(module, module.params, warn_db_default=False)
+    if dbname:
+        params["dbname"] = dbname
+    if application_name:
+        params.setdefault("application_name", application_name)
+    params.setdefault("connect_timeout", CONNECT_TIMEOUT)
+    return params
+
+
+def endpoint(params):
+    """host:port of libpq parameters, for messages."""
+    return "%s:%s" % (params.get("host") or "local socket", params.get("port") or 5432)
+
+
 def ensure_psycopg2(module):
     if psycopg2 is None:
         module.fail_json(msg=missing_required_lib("psycopg2"), exception=PSYCOPG2_IMPORT_ERROR)
@@ -55,17 +94,20 @@ def connect(module, application_name, autocommit=False, dbname=None):
     ``dbname`` connects to another database than ``login_db`` with the same credentials.
     """
     ensure_psycopg2(module)
-    params = get_conn_params(module, module.params, warn_db_default=False)
-    if dbname:
-        params["dbname"] = dbname
-    params.setdefault("application_name", application_name)
+    params = connection_params(module, dbname, application_name)
     try:
         conn = psycopg2.connect(**params)
     except psycopg2.Error as error:
-        module.fail_json(msg="Unable to connect to PostgreSQL at %s:%s as %s: %s Check login_host, login_port, "
+        reason = to_native(error).strip()
+        if "timeout expired" in reason:
+            module.fail_json(msg="PostgreSQL at %s did not answer within %s s (connect_timeout): %s. Check that "
+                                 "login_host and login_port (tmi_db_connection) point at the PostgreSQL server and "
+                                 "not at another service or a proxy with nothing behind it, and that no firewall "
+                                 "drops the traffic; if the server is only slow to answer, raise connect_timeout "
+                                 "in connect_params."
+                                 % (endpoint(params), params["connect_timeout"], reason))
+        module.fail_json(msg="Unable to connect to PostgreSQL at %s as %s: %s Check login_host, login_port, "
                              "login_user and login_password (or ssl options) and that the server accepts "
-                             "connections from this host." % (params.get("host", "local socket"),
-                                                              params.get("port", 5432), params.get("user", ""),
-                                                              to_native(error).strip()))
+                             "connections from this host." % (endpoint(params), params.get("user", ""), reason))
     conn.autocommit = autocommit
     return conn

@@ -247,7 +247,8 @@ def probe(module):
     return results, failed, everything
 
 
-def failure_message(results):
+def failure_message(results, timeout=None):
+    """One line per failed request; with a remedy when a request got no answer (``timeout``: the limit it had)."""
     lines = []
     for entry in results:
         if entry["ok"]:
@@ -258,7 +259,12 @@ def failure_message(results):
         lines.append("%s %s %s (expected %s; %d of %d answers unexpected): %s"
                      % (entry["method"], entry["url"], status, "/".join(str(s) for s in entry["expected"]),
                         len(bad), len(entry["statuses"]), body))
-    return "; ".join(lines)
+    text = "; ".join(lines)
+    if any(-1 in entry["statuses"] for entry in results if not entry["ok"]):
+        text += (". No answer means the application refused the connection or did not answer%s: check that it runs "
+                 "and listens at this URL (app_config_url), or raise timeout if it is only slow"
+                 % (" within %s s" % timeout if timeout else ""))
+    return text
 
 
 def main():
@@ -304,7 +310,7 @@ def main():
         changed=bool(params["state_changing"] and sent and not failed),
     )
     if failed and params["fail_on_error"]:
-        module.fail_json(msg=failure_message(results), **outcome)
+        module.fail_json(msg=failure_message(results, params["timeout"]), **outcome)
     module.exit_json(**outcome)
 
 

@@ -33,6 +33,12 @@ description:
     refuses O(operation=migrate) before anything changes when a file it is about to run would drop the index a
     table's replica identity uses, or retype or drop a column (or drop a table) a view uses. The other findings are
     warnings.
+  - A database without the state table is new only when its schema holds no tables but the collection's own (and
+    extensions'). Where it holds tables, the version is unknown, so O(operation=status) and O(operation=migrate) fail
+    (listing them in RV(unrecorded_tables)) instead of running every migration again on the existing schema;
+    O(operation=force) records the version the schema is at.
+  - A plan going up through migrations without a down file is warned about and returned in RV(missing_down) - a planned
+    rollback past them is impossible.
 options:
   path:
     description: Directory holding the migration files, on the host that runs the module.
@@ -44,7 +50,8 @@ options:
       - V(migrate) moves the database to O(target_version).
       - V(status) reads the state and the plan without changing anything.
       - V(force) sets the recorded version to O(target_version) and clears the dirty flag without running any
-        migration, like C(migrate force V). Use it after checking by hand what a failed migration left behind.
+        migration, like C(migrate force V), creating the state table when there is none. Use it after checking by hand
+        what a failed migration left behind, or which version a database without a state table is at.
     type: str
     choices: [migrate, status, force]
     default: migrate
@@ -266,6 +273,24 @@ edited_files:
   returned: always
   type: list
   elements: dict
+missing_down:
+  description:
+    - Versions the plan goes up through that have no down file; a planned rollback past them is impossible (the module
+      warns).
+  returned: when the plan was worked out
+  type: list
+  elements: int
+  sample: [17]
+  version_added: 0.2.0
+unrecorded_tables:
+  description:
+    - The tables of a schema that has no state table, when O(operation=status) or O(operation=migrate) refuses it
+      because its version is unknown.
+  returned: on that failure
+  type: list
+  elements: str
+  sample: [diagrams, threat_models, threats, users]
+  version_added: 0.2.0
 """
 
 import time
@@ -297,6 +322,12 @@ USER_FUNCTIONS_SQL = (
 TABLES_SQL = (
     "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
     "WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')")
+# The tables of a schema that are not an extension's, not partitions and not the collection's own.
+UNRECORDED_TABLES_SQL = (
+    "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relname <> ALL(%s::name[]) "
+    "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid "
+    "AND d.deptype = 'e') ORDER BY c.relname")
 APPLICATION_NAME = "tmi.migration.pg_migrate"
 
 
@@ -345,6 +376,16 @@ class Migrator(object):
         return bool(self.execute("SELECT to_regclass(%s) IS NOT NULL",
                                  (sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(name))
                                   .as_string(self.conn),))[0][0])
+
+    def unrecorded_tables(self):
+        """The tables of a schema that has no state table, but the collection's own: a database that is not new.
+
+        Tables of extensions (for example PostGIS's spatial_ref_sys) and partitions do not count.
+        """
+        if self.table_exists(self.table):
+            return []
+        own = [self.table] + ([self.history] if self.history else [])
+        return [row[0] for row in self.execute(UNRECORDED_TABLES_SQL, (self.schema, own))]
 
     def read_state(self):
         if not self.table_exists(self.table):
@@ -617,6 +658,33 @@ def _plan_dicts(steps):
     return [dict(version=m.version, title=m.title, direction=d) for m, d, _after in steps]
 
 
+def _warn_missing_down(module, steps, result):
+    """Set ``missing_down`` (the planned up migrations without a down file) and warn about them."""
+    missing = [m.version for m, direction, _after in steps if direction == "up" and m.down is None]
+    result["missing_down"] = missing
+    if missing:
+        module.warn("Migration%s %s ha%s no down file: a planned rollback past version %d is impossible once %s "
+                    "applied; a rollback would restore the backup instead. Add the down file%s before migrating if "
+                    "the rollback must keep the writes made after the migration."
+                    % ("s" if len(missing) > 1 else "", ", ".join("%06d" % v for v in missing),
+                       "ve" if len(missing) > 1 else "s", max(missing), "they are" if len(missing) > 1 else "it is",
+                       "s" if len(missing) > 1 else ""))
+
+
+def _unrecorded_message(migrator, tables):
+    shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+    return ("Database %s has %d table%s in schema %s (%s) but no %s.%s state table, so its version is unknown: "
+            "migrating would run every migration from the first one again on top of the existing schema. Nothing "
+            "was changed. If these migrations built the schema, record the version it is at: run pg_migrate with "
+            "operation=force and target_version set to that version, which creates the state table and changes no "
+            "schema (with the playbooks: ansible-playbook -i <inventory> playbooks/force_version.yml "
+            "-e tmi_force_version=<version>), then run again. If the state table exists under another name or in "
+            "another schema, set migrations_table and migrations_schema to it (with migrate.yml: "
+            "-e migrate_state_table=<name> -e validate_state_table=<name>)."
+            % (migrator.database, len(tables), "" if len(tables) == 1 else "s", migrator.schema, shown,
+               migrator.schema, migrator.table))
+
+
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(
@@ -649,18 +717,20 @@ def main():
         for migration in migrations.values():
             for path in (migration.up, migration.down):
                 if path:
-                    files.split_statements(open(path).read())
+                    files.check_syntax(path)
     except files.MigrationError as error:
         module.fail_json(msg=to_native(error))
-    except files.pglast.parser.ParseError as error:
-        module.fail_json(msg="A migration file does not parse as PostgreSQL SQL: %s. Fix the file before migrating."
-                             % to_native(error))
 
     conn = connect(module, APPLICATION_NAME, autocommit=True)
     migrator = Migrator(module, conn)
     result = dict(changed=False, lock_id=migrator.lock_id, target_version=target, latest_version=latest,
                   applied=[], plan=[], edited_files=[])
     try:
+        if operation != "force":
+            unrecorded = migrator.unrecorded_tables()
+            if unrecorded:
+                module.fail_json(msg=_unrecorded_message(migrator, unrecorded), unrecorded_tables=unrecorded,
+                                 **result)
         before, dirty = migrator.read_state()
         result.update(version_before=before, version_after=before, dirty=dirty)
         try:
@@ -671,6 +741,7 @@ def main():
             steps = []
             result["plan_error"] = to_native(error)
         result["plan"] = _plan_dicts(steps)
+        _warn_missing_down(module, steps, result)
         result["analysis"] = migrator.analyse(steps)
         result["hazards"] = migrator.hazards
         result["edited_files"] = migrator.edited_files(migrations, before)
@@ -703,6 +774,7 @@ def main():
                 module.fail_json(msg=to_native(error), **result)
             if _plan_dicts(steps) != result["plan"]:  # another run moved the version meanwhile
                 result["analysis"] = migrator.analyse(steps)
+                _warn_missing_down(module, steps, result)
             result.update(version_before=before, version_after=before, dirty=dirty, plan=_plan_dicts(steps))
         if dirty:
             holder = None if migrator.locked else migrator.lock_holder()
@@ -714,8 +786,9 @@ def main():
             module.fail_json(
                 msg="The database is dirty at version %d: a migration failed part-way and nothing will run on top of "
                     "it. Inspect the schema, then either run operation=force with target_version set to the version "
-                    "the schema is really at (this changes no schema, like 'migrate force V') and migrate again, or "
-                    "run playbooks/rollback.yml to restore the backup." % before, **result)
+                    "the schema is really at (this changes no schema, like 'migrate force V'; with the playbooks: "
+                    "playbooks/force_version.yml -e tmi_force_version=<version>) and migrate again, or run "
+                    "playbooks/rollback.yml to restore the backup." % before, **result)
         if target < before and not params["allow_down"]:
             module.fail_json(
                 msg="target_version %d is below the database's version %d: going down runs down migrations that "

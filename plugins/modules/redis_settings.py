@@ -61,6 +61,7 @@ attributes:
     description: Returns no diff.
 extends_documentation_fragment:
   - community.general.redis
+  - tmi.migration.redis
 author:
   - tmi.migration maintainers (@tmi-migration)
 """
@@ -115,15 +116,11 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
-from ansible_collections.community.general.plugins.module_utils.redis import (
-    RedisAnsible,
-    fail_imports,
-    redis_auth_argument_spec,
-)
+from ansible_collections.tmi.migration.plugins.module_utils import redis_client
 
 try:
     from redis import exceptions as redis_errors
-except ImportError:  # fail_imports reports it
+except ImportError:  # redis_client.connect reports it
     redis_errors = None
 
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 1000 ** 2, "mb": 1024 ** 2, "g": 1000 ** 3, "gb": 1024 ** 3}
@@ -150,28 +147,12 @@ def config_disabled_message(error):
             "config_disabled=skip (redis_config_on_config_disabled: skip in the role)." % to_native(error))
 
 
-def main():
-    spec = redis_auth_argument_spec(tls_default=False)
-    spec.update(
-        settings=dict(type="dict", default={}),
-        read=dict(type="list", elements="str", default=[]),
-        persist=dict(type="bool", default=False),
-        config_disabled=dict(type="str", choices=["fail", "skip"], default="fail"),
-    )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
-    fail_imports(module, module.params["tls"])
+def manage(module, client, result):
+    """Read, set, verify and persist the settings; exits the module."""
     wanted = dict((name, to_native(value)) for name, value in module.params["settings"].items())
     names = list(dict.fromkeys(list(wanted) + module.params["read"]))
-    client = RedisAnsible(module).connection
-    result = dict(changed=False, before={}, after={}, changed_settings=[], rewritten=False, config_disabled=False)
-    try:
-        server = client.info("server")
-        result.update(redis_version=server.get("redis_version", ""), config_file=server.get("config_file", "") or "")
-    except redis_errors.AuthenticationError as error:
-        module.fail_json(msg="Redis refused the credentials (%s): check login_user and login_password." % error)
-    except redis_errors.ConnectionError as error:
-        module.fail_json(msg="Cannot reach Redis at %s:%s: %s. Check login_host, login_port and tls."
-                             % (module.params["login_host"], module.params["login_port"], to_native(error)))
+    server = client.info("server")
+    result.update(redis_version=server.get("redis_version", ""), config_file=server.get("config_file", "") or "")
     try:
         for name in names:
             value = client.config_get(name)
@@ -210,6 +191,24 @@ def main():
             module.warn("Redis runs without a config file, so the settings last until it restarts; set them in its "
                         "startup configuration too.")
     module.exit_json(**result)
+
+
+def main():
+    spec = redis_client.argument_spec(
+        settings=dict(type="dict", default={}),
+        read=dict(type="list", elements="str", default=[]),
+        persist=dict(type="bool", default=False),
+        config_disabled=dict(type="str", choices=["fail", "skip"], default="fail"),
+    )
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    client = redis_client.connect(module)
+    result = dict(changed=False, before={}, after={}, changed_settings=[], rewritten=False, config_disabled=False)
+    try:
+        manage(module, client, result)
+    except redis_errors.RedisError as error:  # not reachable, no answer in time, credentials refused
+        redis_client.fail(module, error, **result)
+    finally:
+        client.close()
 
 
 if __name__ == "__main__":

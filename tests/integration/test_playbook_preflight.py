@@ -28,7 +28,7 @@ def test_wrong_database_password_fails_clearly_without_showing_it(pg_server, red
     result = run_playbook("migrate.yml", env, "-e", f"tmi_run_dir={tmp_path / 'runs'}", "-e", "tmi_run_id=bad-pw",
                           "-vvv")
     assert result.returncode != 0
-    assert "PostgreSQL is not reachable" in result.stdout
+    assert f"PostgreSQL at {pg_server.host}:{pg_server.port} is not reachable" in result.stdout
     assert "password authentication failed" in result.stdout
     assert "not-the-password-x9" not in result.stdout + result.stderr
     assert not (tmp_path / "backups").exists(), "no backup starts before the pre-flight checks pass"

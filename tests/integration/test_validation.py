@@ -285,7 +285,7 @@ def test_pre_phase_stops_on_an_unreachable_server(tmi_db, redis_server, tmp_path
     env = ansible_env(tmi_db.server, redis_server, tmi_db.name, tmp_path)
     env["TMI_PG_PORT"] = "1"
     result = run_playbook(PLAYBOOK, env, "-e", f"result_file={tmp_path / 'x.json'}", "-e", "validate_phase=pre")
-    assert result.returncode != 0 and "PostgreSQL is not reachable" in result.stdout
+    assert result.returncode != 0 and f"PostgreSQL at {tmi_db.server.host}:1 is not reachable" in result.stdout
 
 
 def test_post_phase_fails_on_version_indexes_constraints_and_data(v17, redis_server, tmp_path):

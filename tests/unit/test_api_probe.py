@@ -28,3 +28,11 @@ def test_failure_message_names_the_endpoint_status_and_body():
                               "statuses": [503, 200], "expected": [200], "body": {"status": "unhealthy"}}]
     assert failure_message(results) == ('GET http://app/health answered 503 (expected 200; 1 of 2 answers unexpected): '
                                         '{"status": "unhealthy"}')
+
+
+def test_failure_message_says_what_no_answer_means():
+    results = [{"ok": False, "method": "GET", "url": "http://app/health", "status": -1, "statuses": [-1],
+                "expected": [200], "body": "no answer: timed out"}]
+    message = failure_message(results, 10.0)
+    assert message.startswith("GET http://app/health got no answer (expected 200; 1 of 1 answers unexpected)")
+    assert "did not answer within 10.0 s: check that it runs and listens at this URL (app_config_url)" in message

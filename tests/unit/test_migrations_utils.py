@@ -190,3 +190,23 @@ def test_file_sha256(tmp_path):
     path.write_bytes(b"SELECT 1;\n")
     assert m.file_sha256(str(path)) == __import__("hashlib").sha256(b"SELECT 1;\n").hexdigest()
     shutil.rmtree(tmp_path)
+
+
+@pytest.mark.parametrize("text, where", [
+    ("-- header\nSELECT 1;\n\nALTER TABLE metadata\n    ADD CONSTRAINT;\n", "at line 5, column 19"),
+    ("SELECT 'üü';\nSELEC x;\n", "at line 2, column 1"),  # columns count characters, not bytes
+    ("SELECT 1;\nSELECT 'unterminated\n", "at line 2, column 8"),
+])
+def test_check_syntax_names_the_file_line_and_column(tmp_path, text, where):
+    path = tmp_path / "000001_bad.up.sql"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(m.MigrationError) as error:
+        m.check_syntax(str(path))
+    message = str(error.value)
+    assert message.startswith(f"File {path} does not parse as PostgreSQL SQL {where}: ")
+    assert "at index" not in message and "nothing was changed" in message
+
+
+def test_check_syntax_accepts_the_fixture():
+    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        m.check_syntax(str(path))
