@@ -18,7 +18,7 @@ options:
       - Must be above 0.
     type: float
     default: 10
-    version_added: 0.2.0
+    version_added: 0.1.0
 notes:
   - Errors name the endpoint (C(host:port)) and whether Redis was not reachable, did not answer in time or refused
     the credentials; they never show the password.

@@ -9,7 +9,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 name: truncate_bytes
 short_description: Cut a string to at most a number of UTF-8 bytes, at a character boundary
-version_added: 0.2.0
+version_added: 0.1.0
 author:
   - tmi.migration maintainers (@tmi-migration)
 description:

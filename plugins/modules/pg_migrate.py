@@ -123,6 +123,13 @@ options:
         Later runs warn when an applied file has changed since. Empty string switches the history off.
     type: str
     default: tmi_migration_history
+  run_lock_table:
+    description:
+      - The run lock table of M(tmi.migration.pg_run_lock) (in O(migrations_schema)). Like the history table, it is the
+        collection's own and does not make a database without a state table look migrated already.
+    type: str
+    default: tmi_migration_lock
+    version_added: 0.1.0
     version_added: 0.1.0
 attributes:
   check_mode:
@@ -247,7 +254,7 @@ hazards:
   returned: always
   type: list
   elements: dict
-  version_added: 0.2.0
+  version_added: 0.1.0
   sample:
     - version: 17
       title: enhance_metadata
@@ -281,7 +288,7 @@ missing_down:
   type: list
   elements: int
   sample: [17]
-  version_added: 0.2.0
+  version_added: 0.1.0
 unrecorded_tables:
   description:
     - The tables of a schema that has no state table, when O(operation=status) or O(operation=migrate) refuses it
@@ -290,7 +297,7 @@ unrecorded_tables:
   type: list
   elements: str
   sample: [diagrams, threat_models, threats, users]
-  version_added: 0.2.0
+  version_added: 0.1.0
 """
 
 import time
@@ -384,7 +391,7 @@ class Migrator(object):
         """
         if self.table_exists(self.table):
             return []
-        own = [self.table] + ([self.history] if self.history else [])
+        own = [self.table, self.module.params["run_lock_table"]] + ([self.history] if self.history else [])
         return [row[0] for row in self.execute(UNRECORDED_TABLES_SQL, (self.schema, own))]
 
     def read_state(self):
@@ -701,6 +708,7 @@ def main():
             lock_retry_delay=dict(type="float", default=2),
             online_index_builds=dict(type="bool", default=False),
             history_table=dict(type="str", default="tmi_migration_history"),
+            run_lock_table=dict(type="str", default="tmi_migration_lock"),
         ),
         supports_check_mode=True,
     )

@@ -95,7 +95,7 @@ options:
         it off when runs of one database can overlap.
     type: bool
     default: true
-    version_added: 0.2.0
+    version_added: 0.1.0
   guard_only:
     description:
       - Change nothing; compare the live database O(target_db) with the backup and return in RV(discards) what a swap
@@ -204,7 +204,7 @@ leftovers_removed:
   type: list
   elements: str
   sample: [tmi_verify_20261124t010000z_1]
-  version_added: 0.2.0
+  version_added: 0.1.0
 duration:
   description: Seconds spent restoring and verifying.
   returned: when a restore ran

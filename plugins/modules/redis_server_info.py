@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: redis_server_info
 short_description: Read a Redis server's version and INFO figures, with a time limit
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Connects to Redis, authenticates, and returns the server version and the figures of the C(INFO) sections named in
     O(sections). Changes nothing.
@@ -24,14 +24,14 @@ options:
     type: list
     elements: str
     default: [server]
-    version_added: 0.2.0
+    version_added: 0.1.0
   tls:
     description:
       - Connect with TLS. Off by default here (the community.general.redis fragment says on), because most
         self-hosted Redis servers are plain TCP; set it for managed services.
     type: bool
     default: false
-    version_added: 0.2.0
+    version_added: 0.1.0
 attributes:
   check_mode:
     support: full
