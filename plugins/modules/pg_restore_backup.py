@@ -75,6 +75,25 @@ options:
     type: bool
     default: false
     version_added: 0.1.0
+  keep_old_count:
+    description:
+      - With O(replace), how many of the databases that swaps of O(replace) kept to keep after this swap, O(keep_old_as)
+        included (it always counts as the newest); the older ones are dropped and named in RV(dropped_old). V(0) keeps
+        them all.
+      - Every swap writes on the database it keeps a comment saying which database it was and when it was replaced. A
+        database counts only when its whole name matches O(keep_old_pattern) and that comment says it was O(replace);
+        any other database is never dropped (those whose name matches but whose comment does not say so are listed in
+        RV(unattributed_old)), nor is one somebody is connected to (a warning says so).
+    type: int
+    default: 0
+    version_added: 0.2.0
+  keep_old_pattern:
+    description:
+      - Regular expression (Python syntax) the whole name of every database a swap of O(replace) keeps matches, such as
+        the backup role's C(<db>_before_restore_<run>) names. Required when O(keep_old_count) is above 0; O(keep_old_as)
+        must match it.
+    type: str
+    version_added: 0.2.0
   drop_leftover:
     description:
       - Drop O(target_db) first if it exists, as a copy an earlier restore of the same backup left (for example one
@@ -186,6 +205,23 @@ old_db:
   description: The name the replaced database now has (absent if O(drop_old)).
   returned: when O(replace) was done
   type: str
+dropped_old:
+  description: Databases earlier swaps of O(replace) kept that O(keep_old_count) dropped, oldest last.
+  returned: when O(replace) was done
+  type: list
+  elements: str
+kept_old:
+  description: Databases swaps of O(replace) kept that are still there, newest first (O(keep_old_as) first).
+  returned: when O(replace) was done with O(keep_old_count) above 0
+  type: list
+  elements: str
+unattributed_old:
+  description:
+    - Databases whose name matches O(keep_old_pattern) but whose comment does not say a swap of O(replace) kept them
+      (kept by an older version of this module, or by hand); never dropped.
+  returned: when O(replace) was done with O(keep_old_count) above 0
+  type: list
+  elements: str
 discards:
   description:
     - With O(guard_only), per table what a swap would throw away - C(table), C(backup_rows), C(live_rows) and
@@ -235,6 +271,46 @@ MAX_IDENTIFIER = 63
 SCRATCH_INFIX = "_verify_"
 # The mark of a scratch restore, on the database itself: what tells a leftover from a database of that name.
 SCRATCH_MARK = "tmi.migration verification restore of database %s"
+KEPT_BY = "tmi.migration.pg_restore_backup"
+
+
+def kept_comment(live, backup, when):
+    """The comment a swap writes on the database it keeps: which database it was, when, for which backup."""
+    return json.dumps({"kept_by": KEPT_BY, "was": live, "replaced_at": when, "backup": backup}, sort_keys=True)
+
+
+def kept_from(comment):
+    """What a swap's comment says (a dict with ``was`` and ``replaced_at``), or None for any other comment."""
+    try:
+        document = json.loads(comment or "")
+    except ValueError:
+        return None
+    if isinstance(document, dict) and document.get("kept_by") == KEPT_BY and document.get("was"):
+        return document
+    return None
+
+
+def old_to_drop(databases, live, pattern, keep, newest):
+    """Which databases swaps of ``live`` kept go, beyond the newest ``keep`` (``newest`` always stays).
+
+    ``databases`` holds (name, oid, comment) of every database. Only names matching ``pattern`` whose comment says
+    they were ``live`` count; they are ordered by when they were replaced, then by oid. Returns (drop, kept,
+    unattributed) - unattributed: names that match but carry no such comment.
+    """
+    regex = re.compile(pattern)
+    mine, unattributed = [], []
+    for name, oid, comment in databases:
+        if name in (live, newest) or not regex.fullmatch(name):
+            continue
+        document = kept_from(comment)
+        if document is None or document["was"] != live:
+            unattributed.append(name)
+            continue
+        mine.append((str(document.get("replaced_at", "")), int(oid), name))
+    mine.sort(reverse=True)
+    slots = max(keep - 1, 0)
+    return ([name for _when, _oid, name in mine[slots:]], [newest] + [name for _when, _oid, name in mine[:slots]],
+            sorted(unattributed))
 
 
 def load_manifest(module, backup):
@@ -316,6 +392,32 @@ class Restorer(object):
             current = old if self.exists(old) else live
             self.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(ident(current)))
         self.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(ident(new), ident(live)))
+        try:
+            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            self.execute(sql.SQL("COMMENT ON DATABASE {} IS %s").format(ident(old)),
+                         (kept_comment(live, self.module.params["backup"], when),))
+        except psycopg2.Error as error:
+            self.module.warn("The swap is done, but %s could not be marked as the database %s was before it (%s): "
+                             "keep_old_count will never drop it." % (old, live, to_native(error).strip()))
+
+    def prune_old(self, live, newest, pattern, keep, result):
+        """Drop what keep_old_count says goes; a failure is a warning (the swap is done)."""
+        try:
+            databases = self.execute("SELECT datname, oid::bigint, shobj_description(oid, 'pg_database') "
+                                     "FROM pg_database")
+            drop, kept, unattributed = old_to_drop(databases, live, pattern, keep, newest)
+            result.update(kept_old=kept, unattributed_old=unattributed)
+            for name in drop:
+                try:
+                    self.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(name)))
+                    result["dropped_old"].append(name)
+                except psycopg2.errors.ObjectInUse:
+                    result["kept_old"].append(name)
+                    self.module.warn("%s, kept by an earlier swap of %s, was not dropped: somebody is connected to "
+                                     "it." % (name, live))
+        except psycopg2.Error as error:
+            self.module.warn("The swap is done, but the databases earlier swaps of %s kept could not be pruned: %s"
+                             % (live, to_native(error).strip()))
 
 
 def main():
@@ -331,6 +433,8 @@ def main():
             replace=dict(type="str"),
             keep_old_as=dict(type="str"),
             drop_old=dict(type="bool", default=False),
+            keep_old_count=dict(type="int", default=0),
+            keep_old_pattern=dict(type="str"),
             drop_leftover=dict(type="bool", default=False),
             remove_leftovers=dict(type="bool", default=True),
             guard_only=dict(type="bool", default=False),
@@ -353,6 +457,21 @@ def main():
         if name and len(name.encode("utf-8")) > MAX_IDENTIFIER:
             module.fail_json(msg="Database name %r is longer than PostgreSQL's %d bytes and would be cut short; "
                                  "choose a shorter name. Nothing was changed." % (name, MAX_IDENTIFIER))
+    if params["keep_old_count"] < 0:
+        module.fail_json(msg="keep_old_count must be 0 (keep them all) or more. Nothing was changed.")
+    if params["keep_old_count"] > 0:
+        if not (live and params["keep_old_pattern"]):
+            module.fail_json(msg="keep_old_count needs replace and keep_old_pattern. Nothing was changed.")
+        try:
+            pattern = re.compile(params["keep_old_pattern"])
+        except re.error as error:
+            module.fail_json(msg="keep_old_pattern is not a regular expression (%s). Nothing was changed." % error)
+        if params["drop_old"]:
+            module.fail_json(msg="keep_old_count and drop_old exclude each other: drop_old keeps no database at all. "
+                                 "Nothing was changed.")
+        if not pattern.fullmatch(old):
+            module.fail_json(msg="keep_old_as %s does not match keep_old_pattern %s, so keep_old_count would not "
+                                 "count it. Nothing was changed." % (old, params["keep_old_pattern"]))
     manifest, dump = load_manifest(module, params["backup"])
     result = dict(changed=False, target_db=target, verified=False, backup=params["backup"])
     restorer = Restorer(module)
@@ -425,10 +544,12 @@ def main():
             restorer.drop(target)
         if live:
             restorer.swap(live, target, old)
-            result.update(target_db=live, old_db=old)
+            result.update(target_db=live, old_db=old, dropped_old=[])
             if params["drop_old"]:
                 restorer.drop(old)
                 result.pop("old_db")
+            if params["keep_old_count"] > 0:
+                restorer.prune_old(live, old, params["keep_old_pattern"], params["keep_old_count"], result)
         result["duration"] = round(time.monotonic() - started, 3)
         module.exit_json(**result)
     except psycopg2.Error as error:
