@@ -170,6 +170,8 @@ def run_module(name: str, args: dict, check_mode: bool = False) -> dict:
 
 
 REDIS_SETTINGS = ("maxmemory-policy", "notify-keyspace-events")
+# The collection's own tables: what a run writes besides the application's data.
+BOOKKEEPING_TABLES = ("public.tmi_migration_history", "public.tmi_migration_lock")
 
 
 class Environment:
@@ -192,7 +194,7 @@ class Environment:
                 version = cur.fetchone()
         finally:
             conn.close()
-        for bookkeeping in ("public.tmi_migration_history", "public.tmi_migration_lock"):
+        for bookkeeping in BOOKKEEPING_TABLES:
             figures.pop(bookkeeping, None)
         client = self.redis.client()
         return {"figures": figures, "version": version,

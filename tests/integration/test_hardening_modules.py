@@ -28,7 +28,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.testing import patch_module_args
 from ansible_collections.tmi.migration.plugins.module_utils import pgtools, postgres, snapshot
 
-from conftest import Database, ansible_env, run_module, run_playbook, start_module
+from conftest import BOOKKEEPING_TABLES, Database, ansible_env, run_module, run_playbook, start_module
 from tmi_testenv import fixture
 from tmi_testenv.fixture import MIGRATIONS_DIR, schema_snapshot
 
@@ -130,7 +130,8 @@ def figures_and_services(environment, state_table: str = "schema_migrations") ->
             has_state_table = cur.fetchone()[0]
     finally:
         conn.close()
-    figures.pop("public.tmi_migration_history", None)
+    for bookkeeping in BOOKKEEPING_TABLES:
+        figures.pop(bookkeeping, None)
     client = environment.redis.client()
     return {"figures": figures, "version": version, "has_schema_migrations": has_state_table,
             "redis": {name: client.config_get(name)[name] for name in ("maxmemory-policy", "notify-keyspace-events")},
@@ -434,8 +435,9 @@ def test_a_backup_directory_that_cannot_be_created_names_it_and_the_os_error(env
     message = flat(result.stdout)
     assert f"Cannot create the backup directory {backup_dir}: Not a directory" in message, message[-3000:]
     assert "Choose a backup_dir (tmi_backup_dir)" in message and "Nothing was written" in message
+    # The backup's own pre-flight runs in the run's pre-flight phase, before anything changes.
     record = environment.records()[-1]
-    assert record["failed_phase"] == "backup" and not record.get("rollback")
+    assert record["failed_phase"] == "preflight" and not record.get("rollback")
     assert record["error"].startswith(f"Cannot create the backup directory {backup_dir}: Not a directory (")
     assert "One or more items failed" not in record["error"]
     assert blocker.read_text().startswith("a regular file")
