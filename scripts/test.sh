@@ -16,7 +16,9 @@ echo "== ansible-test sanity (empty ignore files)"
 scripts/sanity.sh
 
 echo "== pytest: unit and integration tests (real PostgreSQL ${TMI_PG_VERSION:-18}, Redis ${TMI_REDIS_VERSION:-6.2})"
-pytest -p no:cacheprovider --junitxml=.build/pytest.xml ${PYTEST_ARGS:-}
+# Two workers (pytest-xdist), each with its own servers; the tests that measure time run alone after them.
+pytest -p no:cacheprovider -n "${PYTEST_WORKERS:-2}" -m "not serial" --junitxml=.build/pytest.xml ${PYTEST_ARGS:-}
+pytest -p no:cacheprovider -m serial --junitxml=.build/pytest-serial.xml ${PYTEST_ARGS:-} || [ $? -eq 5 ]
 
 molecule_passed=0
 # Every directory with a molecule.yml is a scenario (molecule/shared holds their common playbooks).
@@ -54,9 +56,12 @@ python - "$molecule_passed" "$matrix_skipped" <<'PY'
 import sys
 import xml.etree.ElementTree as ET
 
-suite = ET.parse(".build/pytest.xml").getroot()
-suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
-tests, failures, errors, skipped = (int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped"))
+tests = failures = errors = skipped = 0
+for report in (".build/pytest.xml", ".build/pytest-serial.xml"):
+    suite = ET.parse(report).getroot()
+    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+    counts = [int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")]
+    tests, failures, errors, skipped = (a + b for a, b in zip((tests, failures, errors, skipped), counts))
 molecule = int(sys.argv[1])
 matrix_skipped = int(sys.argv[2])
 passed = tests - failures - errors - skipped + molecule

@@ -250,6 +250,7 @@ class LatencyProbe(threading.Thread):
         self.conn.close()
 
 
+@pytest.mark.serial
 def test_lock_timeout_retries_without_stalling_other_sessions(tmi_db, tmp_path):
     tmi_db.migrate(16)
     fixture.generate(tmi_db.conn, 5)
@@ -309,6 +310,7 @@ class Writer(LatencyProbe):
                 self.count += 1
 
 
+@pytest.mark.serial
 def test_online_index_builds_do_not_block_writers(tmi_db):
     tmi_db.migrate(15)
     fixture.generate(tmi_db.conn, 4000)  # 40k threats, 92k metadata: builds take measurable time
