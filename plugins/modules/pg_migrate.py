@@ -123,13 +123,13 @@ options:
         Later runs warn when an applied file has changed since. Empty string switches the history off.
     type: str
     default: tmi_migration_history
+    version_added: 0.1.0
   run_lock_table:
     description:
       - The run lock table of M(tmi.migration.pg_run_lock) (in O(migrations_schema)). Like the history table, it is the
         collection's own and does not make a database without a state table look migrated already.
     type: str
     default: tmi_migration_lock
-    version_added: 0.1.0
     version_added: 0.1.0
 attributes:
   check_mode:
