@@ -46,26 +46,8 @@ import os
 import socket
 
 from ansible.plugins.lookup import LookupBase
-
-
-def process_start(pid):
-    """The start time of a process in clock ticks since boot (Linux), None where /proc cannot tell."""
-    try:
-        with open("/proc/%d/stat" % int(pid)) as handle:
-            # The command name (field 2) may hold spaces and parentheses: count from its closing one.
-            return int(handle.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def pid_alive(pid):
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: it exists
-        return True
-    return True
+from ansible_collections.tmi.migration.plugins.module_utils.processes import alive as process_alive
+from ansible_collections.tmi.migration.plugins.module_utils.processes import process_start
 
 
 def owner():
@@ -77,10 +59,7 @@ def owner():
 def alive(recorded):
     if not recorded or recorded.get("host") != socket.gethostname() or not recorded.get("pid"):
         return True
-    if not pid_alive(recorded["pid"]):
-        return False
-    started = recorded.get("started")
-    return started is None or process_start(recorded["pid"]) in (None, int(started))
+    return process_alive(recorded["pid"], recorded.get("started"))
 
 
 class LookupModule(LookupBase):

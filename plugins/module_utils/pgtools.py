@@ -23,6 +23,7 @@ import stat
 import subprocess
 import tempfile
 
+from ansible_collections.tmi.migration.plugins.module_utils import processes
 from ansible_collections.tmi.migration.plugins.module_utils.postgres import connection_params
 
 _CONNINFO_KEYS = ("host", "port", "user", "dbname", "sslmode", "sslrootcert", "sslcert", "sslkey",
@@ -79,16 +80,6 @@ PASSWORD_DIR_PREFIX = "tmi-pgpass-"
 _PASSWORD_DIR = re.compile(r"^%s(\d+)-" % re.escape(PASSWORD_DIR_PREFIX))
 
 
-def _process_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: alive
-        return True
-    return True
-
-
 def remove_dead_password_dirs(parent=None):
     """Remove this user's password directories (``tmi-pgpass-<pid>-*``) whose process no longer runs.
 
@@ -111,7 +102,7 @@ def remove_dead_password_dirs(parent=None):
         except OSError:
             continue
         # Only real directories of this user, never through a link, and never a running process's.
-        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or _process_alive(int(match.group(1))):
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or processes.alive(int(match.group(1))):
             continue
         shutil.rmtree(path, ignore_errors=True)
         if not os.path.exists(path):

@@ -86,14 +86,14 @@ options:
         RV(unattributed_old)), nor is one somebody is connected to (a warning says so).
     type: int
     default: 0
-    version_added: 0.2.0
+    version_added: 0.1.0
   keep_old_pattern:
     description:
       - Regular expression (Python syntax) the whole name of every database a swap of O(replace) keeps matches, such as
         the backup role's C(<db>_before_restore_<run>) names. Required when O(keep_old_count) is above 0; O(keep_old_as)
         must match it.
     type: str
-    version_added: 0.2.0
+    version_added: 0.1.0
   drop_leftover:
     description:
       - Drop O(target_db) first if it exists, as a copy an earlier restore of the same backup left (for example one

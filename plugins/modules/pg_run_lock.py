@@ -203,9 +203,11 @@ def main():
                 conn.rollback()
                 module.fail_json(
                     msg="Another migration run holds the run lock of database %s: %s. This run changed nothing. Wait "
-                        "for that run to finish. If it is dead (its runner was killed), run playbooks/rollback.yml "
-                        "for it, or, once you are sure it no longer runs, start this run again with "
-                        "-e tmi_break_lock=%s." % (conn.info.dbname, describe(holder), holder["run_id"]), **result)
+                        "for that run to finish. If it is dead (its runner was killed) and ran elsewhere, make sure it "
+                        "no longer runs, then roll it back (playbooks/rollback.yml -e tmi_rollback_of=%s "
+                        "-e tmi_break_lock=%s) or start this run again with -e tmi_break_lock=%s."
+                        % (conn.info.dbname, describe(holder), holder["run_id"], holder["run_id"], holder["run_id"]),
+                    **result)
             else:
                 result.update(acquired=True, changed=not mine,
                               taken_over=holder["run_id"] if holder and not mine else "")

@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: run_record
 short_description: Find the run record a rollback works from, and whether a rollback of that run already succeeded
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Reads the run records migrate.yml writes (C(<run_dir>/<run id>/run.json)) newest first, by modification time, and
     stops at the first record of O(host) that took a backup (C(backup.path)); with O(run_id), reads that run's record
@@ -26,17 +26,17 @@ options:
     description: Directory of the run records (C(tmi_run_dir)).
     type: path
     required: true
-    version_added: 0.2.0
+    version_added: 0.1.0
   run_id:
     description: Run whose record to read; V("") reads the newest record of O(host) with a backup.
     type: str
     default: ""
-    version_added: 0.2.0
+    version_added: 0.1.0
   host:
     description: Inventory host whose record it must be (C(host) in the record).
     type: str
     required: true
-    version_added: 0.2.0
+    version_added: 0.1.0
 attributes:
   check_mode:
     support: full
