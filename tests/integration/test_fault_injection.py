@@ -30,7 +30,8 @@ FAULTS = {
     "post_validation": ({"validate_expected_indexes": [{"name": "idx_missing_on_purpose", "table": "threats",
                                                         "columns": ["name"]}]}, True, None),
     "redis": ({"redis_config_settings": {"maxmemory-policy": "not-a-policy"}}, True, None),
-    "config_render": ({"app_config_extra": {"auth": {"secret": "{{ undefined_secret_variable }}"}}}, True, None),
+    # Found by the pre-flight, which renders the template before anything changes.
+    "config_render": ({"app_config_extra": {"auth": {"secret": "{{ undefined_secret_variable }}"}}}, False, None),
     # The new config stops the application from starting (a TTL it cannot parse).
     "restart": ({"app_config_cache": {"enabled": True, "default_ttl": "soon"}}, True, None),
     "health": ({"app_config_database": {"host": "127.0.0.1", "port": 1, "name": "tmi", "user": "x", "password": "y"},
@@ -38,7 +39,7 @@ FAULTS = {
 }
 PHASE_OF = {"preflight": "preflight", "backup": "backup", "backup_verification": "backup",
             "migration_16": "migrate", "migration_17": "migrate", "post_validation": "validate", "redis": "redis",
-            "config_render": "app", "restart": "app", "health": "app"}
+            "config_render": "preflight", "restart": "app", "health": "app"}
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
