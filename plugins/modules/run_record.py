@@ -20,7 +20,7 @@ description:
     succeeded last - the one C(rollback.json) records when it started after the run record was last written (a run
     migrated again under the same run id is not rolled back yet), otherwise migrate.yml's automatic rollback kept in
     the run record itself.
-  - Changes nothing.
+  - Changes nothing. The code is module_utils/record.py's C(find), shared with the playbooks' run record filters.
 options:
   run_dir:
     description: Directory of the run records (C(tmi_run_dir)).
@@ -88,90 +88,12 @@ rolled_back:
            "finished": "2026-11-24T01:41:02+00:00", "version_after": "15"}
 """
 
-import json
-import os
 import re
-from datetime import datetime
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.common.text.converters import to_native
+from ansible_collections.tmi.migration.plugins.module_utils.record import find
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-def load(path):
-    """The JSON document at ``path``, or None when it is missing or unreadable (with the reason)."""
-    try:
-        with open(path) as handle:
-            document = json.load(handle)
-    except (IOError, OSError, ValueError) as error:
-        return None, to_native(error)
-    if not isinstance(document, dict):
-        return None, "not a JSON object"
-    return document, None
-
-
-def true(value):
-    return value is True or to_native(value).strip().lower() == "true"
-
-
-def moment(value):
-    """An ISO 8601 time as the records write it, or None."""
-    try:
-        return datetime.fromisoformat(to_native(value))
-    except (TypeError, ValueError):
-        return None
-
-
-def not_before(first, second):
-    """Whether the time ``first`` is not before ``second`` (False when either is unknown)."""
-    if first is None or second is None:
-        return False
-    try:
-        return first >= second
-    except TypeError:  # one with a time zone, one without: the records write UTC
-        return first.replace(tzinfo=None) >= second.replace(tzinfo=None)
-
-
-def matches(record, host):
-    backup = record.get("backup")
-    return record.get("host") == host and isinstance(backup, dict) and bool(backup.get("path"))
-
-
-def candidates(run_dir):
-    """The run records under run_dir, newest first (modification time, then name)."""
-    found = []
-    try:
-        entries = os.listdir(run_dir)
-    except OSError:
-        return found
-    for name in entries:
-        path = os.path.join(run_dir, name, "run.json")
-        try:
-            found.append((os.stat(path).st_mtime, name, path))
-        except OSError:
-            continue
-    return [path for _mtime, _name, path in sorted(found, reverse=True)]
-
-
-def rolled_back(record, path, rollback, rollback_path):
-    """The rollback of the run that succeeded last, or {}."""
-    finished = moment(record.get("finished"))
-    started = moment((rollback or {}).get("started"))
-    if rollback and not_before(started, finished):
-        # rollback.yml ran after the run record was last written: its outcome is the latest word.
-        result = rollback.get("rollback") or {}
-        if not isinstance(result, dict) or not true(result.get("succeeded")):
-            return {}
-        return dict(by="rollback.yml", record=rollback_path, mode=result.get("mode", ""),
-                    requested_mode=result.get("requested_mode", ""), started=rollback.get("started", ""),
-                    finished=rollback.get("finished", ""), version_after=to_native(result.get("version_after", "")))
-    result = record.get("rollback") or {}
-    if isinstance(result, dict) and true(result.get("succeeded")):
-        return dict(by="migrate.yml", record=path, mode=result.get("mode", ""),
-                    requested_mode=result.get("requested_mode", ""), started=record.get("started", ""),
-                    finished=record.get("finished", ""), version_after=to_native(result.get("version_after", "")))
-    return {}
 
 
 def main():
@@ -187,29 +109,7 @@ def main():
     if run_id and not RUN_ID.match(run_id):
         module.fail_json(msg="run_id %r is not a run id (letters, digits, '.', '_' and '-'). Nothing was changed."
                              % run_id)
-    paths = [os.path.join(run_dir, run_id, "run.json")] if run_id else candidates(run_dir)
-    result = dict(changed=False, found=False, record={}, read=0, rolled_back={})
-    for path in paths:
-        if not os.path.isfile(path):
-            continue
-        record, error = load(path)
-        result["read"] += 1
-        if record is None:
-            module.warn("Run record %s is unreadable (%s); it was skipped." % (path, error))
-            continue
-        if not matches(record, host):
-            continue
-        rollback_path = os.path.join(os.path.dirname(path), "rollback.json")
-        rollback = None
-        if os.path.isfile(rollback_path):
-            rollback, error = load(rollback_path)
-            if rollback is None:
-                module.warn("Rollback record %s is unreadable (%s); it was not taken into account." % (
-                    rollback_path, error))
-        result.update(found=True, record=record, path=path,
-                      rolled_back=rolled_back(record, path, rollback, rollback_path))
-        break
-    module.exit_json(**result)
+    module.exit_json(changed=False, **find(run_dir, host, run_id, warn=module.warn))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,78 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, tmi.migration maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Filters over the run record (module_utils/record.py holds the code and the schema).
+
+Each filter is documented in plugins/filter/<name>.yml.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible.errors import AnsibleFilterError
+from ansible_collections.tmi.migration.plugins.module_utils import record
+
+
+def run_new(run_id, host, check_mode=False):
+    return record.new(run_id, host, check_mode)
+
+
+def run_phase(run, phase):
+    try:
+        return record.start_phase(run, phase)
+    except ValueError as error:
+        raise AnsibleFilterError("run_phase: %s" % error) from None
+
+
+def run_update(run, variables, phase=None):
+    return record.update(run, variables, phase)
+
+
+def run_failed(run, result, task=""):
+    return record.failed(run, result, task)
+
+
+def run_rollback_failed(run, result, mode="auto"):
+    return record.rollback_failed(run, result, mode)
+
+
+def run_end(run, checkpoint=False):
+    return record.end(run, checkpoint)
+
+
+def run_summary(run, auto_rollback=True):
+    return record.summary(run, auto_rollback)
+
+
+def failure_text(result):
+    return record.failure_text(result)
+
+
+def rollback_choice(requested, state, run):
+    return record.rollback_choice(requested, state, run)
+
+
+def app_criteria(smoke, hit_ratio, max_median_ms, min_hit_ratio, samples):
+    return record.app_criteria(smoke, hit_ratio, max_median_ms, min_hit_ratio, samples)
+
+
+def cache_figures(measured, info_before, info_after, warmed=None):
+    return record.cache_figures(measured, info_before, info_after, warmed)
+
+
+class FilterModule(object):
+    def filters(self):
+        return {
+            "run_new": run_new,
+            "run_phase": run_phase,
+            "run_update": run_update,
+            "run_failed": run_failed,
+            "run_rollback_failed": run_rollback_failed,
+            "run_end": run_end,
+            "run_summary": run_summary,
+            "failure_text": failure_text,
+            "rollback_choice": rollback_choice,
+            "app_criteria": app_criteria,
+            "cache_figures": cache_figures,
+        }

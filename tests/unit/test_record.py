@@ -1,0 +1,186 @@
+"""The run record's code (module_utils/record.py): schema, phases, failure summary, verdicts, finding a record."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from ansible_collections.tmi.migration.plugins.module_utils import record
+
+
+def test_a_new_record_has_every_section_empty():
+    run = record.new("r1", "db1", check_mode="False", started="2026-11-24T01:00:00+00:00")
+    assert set(run) == set(record.RUN) | set(record.SECTIONS)
+    assert run["run_id"] == "r1" and run["host"] == "db1" and run["check_mode"] is False
+    assert run["maintenance"] == "unused" and run["backup"] == {} and run["phases"] == []
+
+
+def test_phases_are_timed_until_the_next_one_starts():
+    run = record.new("r1", "db1")
+    run = record.start_phase(run, "preflight", clock=100.0)
+    run = record.start_phase(run, "backup", clock=103.5)
+    report = record.phase_results(run, clock=110.0)
+    assert [(p["phase"], p["result"], p["duration"]) for p in report] == [("preflight", "ok", 3.5),
+                                                                        ("backup", "ok", 6.5)]
+
+
+def test_an_unknown_phase_is_refused():
+    with pytest.raises(ValueError, match="unknown phase 'bakup'"):
+        record.start_phase(record.new("r1", "db1"), "bakup")
+
+
+def test_a_phase_result_is_copied_once_and_later_overwrites_do_not_reach_the_record():
+    run = record.start_phase(record.new("r1", "db1"), "migrate", clock=1.0)
+    facts = {"migrate_result": {"version_before": 15, "version_after": 17}}
+    run = record.update(run, facts)
+    facts["migrate_result"] = {"version_before": 17, "version_after": 15}  # the rollback reads the state again
+    facts["migrate_result"]["version_after"] = 15
+    assert run["migration"] == {"version_before": 15, "version_after": 17}
+
+
+def test_a_result_the_phase_did_not_produce_leaves_its_section_alone():
+    run = record.start_phase(record.new("r1", "db1"), "preflight", clock=1.0)
+    run = record.update(run, {"migrate_result": {"plan": [1]}})
+    run = record.start_phase(run, "migrate", clock=2.0)
+    run = record.update(run, {})  # --tags left the migration out
+    assert run["migration"] == {"plan": [1]} and run["preflight"] == {}
+
+
+def test_a_failed_loop_names_its_items_errors():
+    result = {"msg": "One or more items failed", "results": [
+        {"failed": False, "stderr": "ignored"}, {"failed": True, "stderr": "disk full"},
+        {"failed": "True", "stderr": ""},
+        {"failed": True, "stderr": "permission denied"}]}
+    assert record.failure_text(result) == "One or more items failed: disk full; permission denied"
+    assert record.failure_text({"msg": "plain"}) == "plain"
+
+
+def test_a_failure_is_recorded_in_the_phase_that_ran():
+    run = record.start_phase(record.new("r1", "db1"), "preflight", clock=1.0)
+    run = record.start_phase(run, "migrate", clock=2.0)
+    run = record.failed(run, {"msg": "boom"}, "Apply the migrations")
+    assert (run["failed"], run["failed_phase"], run["failed_task"], run["error"]) == (
+        True, "migrate", "Apply the migrations", "boom")
+    assert [p["result"] for p in record.phase_results(run, clock=3.0)] == ["ok", "failed"]
+
+
+def test_failure_message_names_the_error_then_the_rollback():
+    run = record.failed(record.start_phase(record.new("r1", "db1"), "migrate", clock=1.0), {"msg": "boom"}, "Apply")
+    assert record.failure_message(run).endswith(
+        "Rollback: none (no verified backup was taken, so nothing had been changed)")
+    run["backup"] = {"verified": True}
+    assert "switched off (tmi_auto_rollback=false)" in record.failure_message(run, auto_rollback=False)
+    run["rollback"] = record.normalise_rollback({"mode": "planned", "succeeded": True, "version_after": "15"})
+    run["maintenance"] = "enabled"
+    message = record.failure_message(run)
+    assert message.startswith("Phase migrate failed at 'Apply': boom -- Rollback: planned succeeded")
+    assert "back at version 15" in message and message.endswith("run playbooks/rollback.yml once the cause is fixed.")
+
+
+def test_a_rollback_that_failed_before_recording_itself_gets_a_record_of_the_same_shape():
+    run = record.start_phase(record.new("r1", "db1"), "rollback", clock=1.0)
+    run = record.rollback_failed(run, {"msg": "rollback inputs are invalid"}, "auto")
+    assert set(run["rollback"]) == set(record.ROLLBACK)
+    assert run["rollback"]["succeeded"] is False and run["rollback"]["error"] == "rollback inputs are invalid"
+    recorded = record.update(record.start_phase(record.new("", "db1"), "rollback", clock=1.0),
+                             {"rollback_result": {"run_id": "r1", "mode": "emergency", "succeeded": "True"}})
+    assert set(recorded["rollback"]) == set(run["rollback"]) and recorded["run_id"] == "r1"
+    assert recorded["rollback"]["succeeded"] is True
+
+
+def test_status_and_notice():
+    run = record.new("r1", "db1")
+    assert record.status(run) == "succeeded" and record.notice(run) == ""
+    run["maintenance"] = "enabled"
+    assert record.notice(record.end(run, checkpoint=True)).startswith("If this run no longer runs")
+    ended = record.end(dict(run, failed=True))
+    assert record.status(ended) == "FAILED" and ended["notice"].startswith("MAINTENANCE MODE IS ON")
+    assert record.status(record.new("r1", "db1", check_mode=True)) == "checked (check mode, nothing was changed)"
+
+
+def test_success_criteria_verdicts():
+    run = record.new("r1", "db1")
+    assert {item["result"] for item in record.criteria(run)} == {"n/a"}
+    run["migration"] = {"version_after": 17, "target_version": "17", "dirty": False}
+    run["validation"] = {"failed_checks": [{"check": "data_lost"}]}
+    run["app"] = {"criteria": record.app_criteria({"failed_requests": [], "median_ms": 250.0, "results": []},
+                                                  0.75, 200, 0.7, 10)}
+    run["redis"] = {"test_key_round_trip": "True"}
+    verdicts = {item["criterion"]: item["result"] for item in record.criteria(run)}
+    assert verdicts == {
+        "All database migrations applied successfully": "pass",
+        "No data loss or corruption detected": "fail",
+        "New granular API endpoints are functional": "pass",
+        "Average API response time < 200ms": "fail",
+        "Cache hit ratio > 70%": "pass",
+        "Redis settings applied and verified": "pass",
+    }
+    assert record.stats(run)["criteria"] == verdicts and record.stats(run)["failed_checks"] == 1
+
+
+def test_app_criteria_explain_a_failed_request_and_no_measurement():
+    smoke = {"failed_requests": ["threats"], "median_ms": None,
+             "results": [{"name": "threats", "ok": False, "statuses": [500, 500]}, {"name": "docs", "ok": True}]}
+    figures = record.app_criteria(smoke, None, 200, 0.7, 5)
+    assert figures["errors"] == {"value": 1, "limit": 0, "passed": False, "detail": "threats answered [500, 500]"}
+    assert figures["response_time"]["passed"] is False and "n/a ms" in figures["response_time"]["detail"]
+    assert figures["hit_ratio"]["passed"] is False
+
+
+def test_cache_figures_measure_the_window_only():
+    figures = record.cache_figures(True, {"keyspace_hits": 10, "keyspace_misses": 5},
+                                   {"keyspace_hits": 40, "keyspace_misses": 15, "used_memory_human": "1M"})
+    assert (figures["hits"], figures["misses"], figures["hit_ratio"], figures["measured"]) == (30, 10, 0.75, True)
+    assert record.cache_figures(False, {}, {})["hit_ratio"] is None
+
+
+def test_auto_rollback_choice():
+    clean, dirty = {"dirty": False}, {"dirty": True}
+    damaged = {"validation": {"failed_checks": [{"check": "data_changed"}]}}
+    assert record.rollback_choice("auto", clean, {}) == "planned"
+    assert record.rollback_choice("auto", dirty, {}) == "emergency"
+    assert record.rollback_choice("auto", {}, {}) == "emergency"  # the state could not be read
+    assert record.rollback_choice("auto", clean, damaged) == "emergency"
+    assert record.rollback_choice("planned", dirty, damaged) == "planned"
+
+
+def test_check_mode_predictions():
+    run = record.new("r1", "db1", check_mode=True)
+    run["migration"] = {"version_before": 15, "target_version": 17, "plan": [{"version": 16, "direction": "up"},
+                                                                               {"version": 17, "direction": "up"}]}
+    run["redis"] = {"changed_settings": ["maxmemory-policy"], "after": {"maxmemory-policy": "allkeys-lru"},
+                    "before": {"maxmemory-policy": "noeviction"}}
+    assert record.would(run) == [
+        "take no backup", "migrate from version 15 to 17 (up through 16, 17)",
+        'set Redis maxmemory-policy="allkeys-lru" (now "noeviction")', "leave the config file as it is"]
+
+
+def _write(path, document):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as handle:
+        json.dump(document, handle)
+
+
+def test_find_reads_newest_first_until_a_record_with_a_backup(tmp_path):
+    _write(str(tmp_path / "old" / "run.json"), {"host": "db1", "backup": {"path": "/b/old"}, "finished": "x"})
+    os.utime(tmp_path / "old" / "run.json", (1, 1))
+    _write(str(tmp_path / "nothing" / "run.json"), {"host": "db1", "backup": {}})
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "run.json").write_text("{")
+    warnings = []
+    found = record.find(str(tmp_path), "db1", warn=warnings.append)
+    assert found["found"] and found["record"]["backup"]["path"] == "/b/old" and found["read"] == 3
+    assert len(warnings) == 1 and "unreadable" in warnings[0]
+    assert not record.find(str(tmp_path), "db2")["found"]
+
+
+def test_rolled_back_prefers_a_later_rollback_yml(tmp_path):
+    run = {"host": "db1", "backup": {"path": "/b"}, "finished": "2026-11-24T01:00:00+00:00",
+           "rollback": {"succeeded": False, "mode": "planned"}}
+    _write(str(tmp_path / "r1" / "run.json"), run)
+    _write(str(tmp_path / "r1" / "rollback.json"), {"started": "2026-11-24T02:00:00+00:00", "finished": "f",
+                                                    "rollback": {"succeeded": True, "mode": "emergency",
+                                                                 "version_after": 15}})
+    earlier = record.find(str(tmp_path), "db1", run_id="r1")["rolled_back"]
+    assert earlier["by"] == "rollback.yml" and earlier["mode"] == "emergency" and earlier["version_after"] == "15"
