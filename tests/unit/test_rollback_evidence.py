@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from ansible_collections.tmi.migration.plugins.modules.pg_restore_backup import kept_comment, kept_from, old_to_drop
+from ansible_collections.tmi.migration.plugins.module_utils.restore import kept_comment, kept_from, old_to_drop
 from ansible_collections.tmi.migration.plugins.modules.run_record import rolled_back
 
 RUN = {"run_id": "r1", "finished": "2026-11-24T01:30:00.000001+00:00", "rollback": {}}
