@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from ansible_collections.tmi.migration.plugins.module_utils import snapshot
+from ansible_collections.tmi.migration.plugins.module_utils.bookkeeping import OWN_TABLES
 
 from tmi_testenv import fixture
 from tmi_testenv.servers import PostgresServer, RedisServer
@@ -170,8 +171,9 @@ def run_module(name: str, args: dict, check_mode: bool = False) -> dict:
 
 
 REDIS_SETTINGS = ("maxmemory-policy", "notify-keyspace-events")
-# The collection's own tables: what a run writes besides the application's data.
-BOOKKEEPING_TABLES = ("public.tmi_migration_history", "public.tmi_migration_lock")
+# The collection's own tables: what a run writes besides the application's data (and golang-migrate's state,
+# which the tests read as the version).
+BOOKKEEPING_TABLES = OWN_TABLES
 
 
 class Environment:

@@ -477,7 +477,7 @@ def analyse_plan(files, default_schema="public", user_functions=(), foreign_keys
 
 
 def summary_lines(result):
-    """One line per file and table: '000017 up enhance_metadata: public.metadata alter (changes column key)'."""
+    """One line per file and table: '000017 up order_status: public.orders alter (changes column status)'."""
     lines = []
     for migration in result["files"]:
         per_table = {}

@@ -111,3 +111,14 @@ def connect(module, application_name, autocommit=False, dbname=None):
                              "connections from this host." % (endpoint(params), params.get("user", ""), reason))
     conn.autocommit = autocommit
     return conn
+
+
+def connector(module, application_name):
+    """``open(dbname=None, autocommit=False)``: a new connection with the module's options, as ``connect`` opens it.
+
+    The classes of module_utils take such a function instead of the module, so tests hand them any
+    function that returns a psycopg2 connection.
+    """
+    def open_connection(dbname=None, autocommit=False):
+        return connect(module, application_name, autocommit=autocommit, dbname=dbname)
+    return open_connection

@@ -18,7 +18,6 @@ import queue
 import threading
 
 from ansible_collections.tmi.migration.plugins.module_utils import snapshot
-from ansible_collections.tmi.migration.plugins.module_utils.postgres import connect
 
 # Bytes of every table (heap and TOAST): what a sequential scan of it costs, to order the jobs.
 TABLE_SIZES_SQL = (
@@ -40,10 +39,10 @@ def figures_job(schema, table, columns=None):
     return job
 
 
-def parallel_figures(module, application_name, size, dbname=None, skip=()):
+def parallel_figures(connect, size, dbname=None, skip=()):
     """The figures ``snapshot.take`` returns for every user table (but those named in ``skip``),
     computed over ``size`` connections that share one snapshot, the largest tables first."""
-    pool = SnapshotPool(module, application_name, size, workers_per_scan=0, dbname=dbname)
+    pool = SnapshotPool(connect, size, workers_per_scan=0, dbname=dbname)
     try:
         with pool.cursor as cur:
             tables = [t for t in snapshot.user_tables(cur) if "%s.%s" % t not in skip]
@@ -57,7 +56,8 @@ def parallel_figures(module, application_name, size, dbname=None, skip=()):
 
 class SnapshotPool(object):
     """``run(jobs)`` calls each ``job(cursor)`` on one of ``size`` connections sharing a snapshot
-    (of ``dbname``, or of the module's ``login_db``).
+    (of ``dbname``, or of the connection's default database). ``connect(dbname=None)`` opens one
+    connection (``postgres.connector`` of a module).
 
     ``workers_per_scan``, when given, is each connection's ``max_parallel_workers_per_gather``.
     The connections are already the parallelism; PostgreSQL's parallel workers on top of them
@@ -65,11 +65,11 @@ class SnapshotPool(object):
     and leave raising it to servers with more cores than connections.
     """
 
-    def __init__(self, module, application_name, size, workers_per_scan=None, dbname=None):
+    def __init__(self, connect, size, workers_per_scan=None, dbname=None):
         self.connections = []
         snapshot_id = None
         for _index in range(max(1, size)):
-            conn = connect(module, application_name, dbname=dbname)
+            conn = connect(dbname=dbname)
             self.connections.append(conn)
             with conn.cursor() as cur:
                 cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")

@@ -9,7 +9,7 @@ __metaclass__ = type
 
 DOCUMENTATION = r"""
 module: api_probe
-short_description: Call TMI's HTTP endpoints with a bearer token, repeat each call and time it in milliseconds
+short_description: Call HTTP endpoints with a bearer token, repeat each call and time it in milliseconds
 version_added: 0.1.0
 description:
   - Sends each request of O(requests) to O(url) O(samples) times, with the bearer token O(token) when given,

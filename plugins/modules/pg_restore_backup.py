@@ -23,7 +23,8 @@ description:
     which leaves no database at all when the restore fails halfway.
   - With O(verify_only), compares an existing O(target_db) with the manifest and changes nothing.
   - Written for this collection because M(community.postgresql.postgresql_db) (C(state=restore)) neither verifies
-    a restore nor swaps databases. The password reaches pg_restore through a temporary C(0600) pgpass file.
+    a restore nor swaps databases (C(module_utils/restore.py)); the restore itself is C(pg_restore)'s. The password
+    reaches pg_restore through a temporary C(0600) pgpass file.
   - The connecting user needs C(CREATEDB) (and ownership of, or superuser over, the live database for O(replace)).
 options:
   backup:
@@ -152,10 +153,33 @@ options:
     default: false
     version_added: 0.1.0
   ignore:
-    description: Tables (C(schema.table)) left out of O(guard_only)'s comparison, such as the migration state tables.
+    description:
+      - Tables (C(schema.table)) left out of O(guard_only)'s comparison besides the bookkeeping tables (O(state_table),
+        O(history_table), O(run_lock_table)), which are always left out.
     type: list
     elements: str
-    default: [public.schema_migrations, public.tmi_migration_history, public.tmi_migration_lock]
+    default: []
+    version_added: 0.1.0
+  state_table:
+    description:
+      - golang-migrate's state table (C(schema.table), or a table of C(public)), always left out of O(guard_only)'s
+        comparison - every migration run writes it.
+    type: str
+    default: schema_migrations
+    version_added: 0.1.0
+  history_table:
+    description:
+      - The history table of M(tmi.migration.pg_migrate) (C(schema.table), or a table of C(public)), always left out of
+        O(guard_only)'s comparison. Empty for none.
+    type: str
+    default: tmi_migration_history
+    version_added: 0.1.0
+  run_lock_table:
+    description:
+      - The run lock table of M(tmi.migration.pg_run_lock) (C(schema.table), or a table of C(public)), always left out
+        of O(guard_only)'s comparison. Empty for none.
+    type: str
+    default: tmi_migration_lock
     version_added: 0.1.0
 attributes:
   check_mode:
@@ -247,177 +271,26 @@ duration:
   type: float
 """
 
-import json
-import os
-import re
 import time
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
-from ansible_collections.tmi.migration.plugins.module_utils import datacheck, pgtools, snapshot
-from ansible_collections.tmi.migration.plugins.module_utils.migrations import file_sha256
-from ansible_collections.tmi.migration.plugins.module_utils.postgres import argument_spec, connect
-from ansible_collections.tmi.migration.plugins.module_utils.readonly import parallel_figures
+from ansible_collections.tmi.migration.plugins.module_utils import bookkeeping, pgtools, snapshot
+from ansible_collections.tmi.migration.plugins.module_utils.postgres import argument_spec, connector
+from ansible_collections.tmi.migration.plugins.module_utils.restore import (
+    Restorer,
+    RestoreError,
+    load_manifest,
+    options_problem,
+)
 
 try:
     import psycopg2
-    from psycopg2 import sql
 except ImportError:  # connect() reports it
     psycopg2 = None
 
 APPLICATION_NAME = "tmi.migration.pg_restore_backup"
-MAX_IDENTIFIER = 63
-SCRATCH_INFIX = "_verify_"
-# The mark of a scratch restore, on the database itself: what tells a leftover from a database of that name.
-SCRATCH_MARK = "tmi.migration verification restore of database %s"
-KEPT_BY = "tmi.migration.pg_restore_backup"
-
-
-def kept_comment(live, backup, when):
-    """The comment a swap writes on the database it keeps: which database it was, when, for which backup."""
-    return json.dumps({"kept_by": KEPT_BY, "was": live, "replaced_at": when, "backup": backup}, sort_keys=True)
-
-
-def kept_from(comment):
-    """What a swap's comment says (a dict with ``was`` and ``replaced_at``), or None for any other comment."""
-    try:
-        document = json.loads(comment or "")
-    except ValueError:
-        return None
-    if isinstance(document, dict) and document.get("kept_by") == KEPT_BY and document.get("was"):
-        return document
-    return None
-
-
-def old_to_drop(databases, live, pattern, keep, newest):
-    """Which databases swaps of ``live`` kept go, beyond the newest ``keep`` (``newest`` always stays).
-
-    ``databases`` holds (name, oid, comment) of every database. Only names matching ``pattern`` whose comment says
-    they were ``live`` count; they are ordered by when they were replaced, then by oid. Returns (drop, kept,
-    unattributed) - unattributed: names that match but carry no such comment.
-    """
-    regex = re.compile(pattern)
-    mine, unattributed = [], []
-    for name, oid, comment in databases:
-        if name in (live, newest) or not regex.fullmatch(name):
-            continue
-        document = kept_from(comment)
-        if document is None or document["was"] != live:
-            unattributed.append(name)
-            continue
-        mine.append((str(document.get("replaced_at", "")), int(oid), name))
-    mine.sort(reverse=True)
-    slots = max(keep - 1, 0)
-    return ([name for _when, _oid, name in mine[slots:]], [newest] + [name for _when, _oid, name in mine[:slots]],
-            sorted(unattributed))
-
-
-def load_manifest(module, backup):
-    path = os.path.join(backup, "manifest.json")
-    if not os.path.isfile(path):
-        module.fail_json(msg="%s has no manifest.json: it is not a complete tmi.migration backup. Nothing was changed."
-                             % backup)
-    with open(path) as handle:
-        manifest = json.load(handle)
-    dump = os.path.join(backup, manifest["dump"])
-    for name, expected in sorted(manifest["files"].items()):
-        path = os.path.join(dump, name)
-        if not os.path.isfile(path):
-            module.fail_json(msg="Backup file %s is missing; the backup cannot be restored. Nothing was changed."
-                                 % path)
-        if os.path.getsize(path) != expected["size"] or file_sha256(path) != expected["sha256"]:
-            module.fail_json(msg="Backup file %s does not match the sha256 recorded in its manifest: the backup is "
-                                 "damaged. Use another backup. Nothing was changed." % path)
-    return manifest, dump
-
-
-class Restorer(object):
-    def __init__(self, module):
-        self.module = module
-        self.admin = connect(module, APPLICATION_NAME, autocommit=True)
-
-    def execute(self, query, args=None):
-        with self.admin.cursor() as cur:
-            cur.execute(query, args)
-            return cur.fetchall() if cur.description else None
-
-    def exists(self, name):
-        return bool(self.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)))
-
-    def create(self, name, manifest, scratch=False):
-        self.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING %s LC_COLLATE %s LC_CTYPE %s").format(
-            sql.Identifier(name)), (manifest["encoding"], manifest["lc_collate"], manifest["lc_ctype"]))
-        if scratch:
-            self.execute(sql.SQL("COMMENT ON DATABASE {} IS %s").format(sql.Identifier(name)),
-                         (SCRATCH_MARK % manifest["database"],))
-
-    def scratch_leftovers(self, target, database):
-        """Scratch databases of earlier verification restores of ``database``, named like ``target``."""
-        if SCRATCH_INFIX not in target:
-            return []
-        pattern = "^%s[a-z0-9_]+$" % re.escape(target[:target.rindex(SCRATCH_INFIX) + len(SCRATCH_INFIX)])
-        rows = self.execute("SELECT datname FROM pg_database WHERE datname ~ %s AND datname <> %s "
-                            "AND shobj_description(oid, 'pg_database') = %s ORDER BY datname",
-                            (pattern, target, SCRATCH_MARK % database))
-        return [row[0] for row in rows]
-
-    def drop(self, name):
-        self.end_sessions(name)
-        self.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-
-    def end_sessions(self, name):
-        self.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
-                     "AND pid <> pg_backend_pid()", (name,))
-
-    def figures(self, name):
-        """The restored tables' figures, over as many connections as pg_restore had jobs."""
-        return parallel_figures(self.module, APPLICATION_NAME, self.module.params["jobs"], dbname=name)
-
-    def swap(self, live, new, old):
-        """Put ``new`` in place of ``live``, keeping ``live`` as ``old``; refuse connections meanwhile."""
-        ident = sql.Identifier
-        self.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(ident(live)))
-        try:
-            for _attempt in range(20):  # sessions may take a moment to end after pg_terminate_backend
-                self.end_sessions(live)
-                try:
-                    self.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(ident(live), ident(old)))
-                    break
-                except psycopg2.errors.ObjectInUse:
-                    time.sleep(0.25)
-            else:
-                raise RuntimeError("sessions to %s kept reconnecting; the swap was not done" % live)
-        finally:
-            current = old if self.exists(old) else live
-            self.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(ident(current)))
-        self.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(ident(new), ident(live)))
-        try:
-            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            self.execute(sql.SQL("COMMENT ON DATABASE {} IS %s").format(ident(old)),
-                         (kept_comment(live, self.module.params["backup"], when),))
-        except psycopg2.Error as error:
-            self.module.warn("The swap is done, but %s could not be marked as the database %s was before it (%s): "
-                             "keep_old_count will never drop it." % (old, live, to_native(error).strip()))
-
-    def prune_old(self, live, newest, pattern, keep, result):
-        """Drop what keep_old_count says goes; a failure is a warning (the swap is done)."""
-        try:
-            databases = self.execute("SELECT datname, oid::bigint, shobj_description(oid, 'pg_database') "
-                                     "FROM pg_database")
-            drop, kept, unattributed = old_to_drop(databases, live, pattern, keep, newest)
-            result.update(kept_old=kept, unattributed_old=unattributed)
-            for name in drop:
-                try:
-                    self.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(name)))
-                    result["dropped_old"].append(name)
-                except psycopg2.errors.ObjectInUse:
-                    result["kept_old"].append(name)
-                    self.module.warn("%s, kept by an earlier swap of %s, was not dropped: somebody is connected to "
-                                     "it." % (name, live))
-        except psycopg2.Error as error:
-            self.module.warn("The swap is done, but the databases earlier swaps of %s kept could not be pruned: %s"
-                             % (live, to_native(error).strip()))
 
 
 def main():
@@ -442,9 +315,10 @@ def main():
             baseline=dict(type="dict", default={}),
             writes_stopped=dict(type="bool", default=False),
             after=dict(type="dict", default={}),
-            ignore=dict(type="list", elements="str",
-                        default=["public.schema_migrations", "public.tmi_migration_history",
-                                 "public.tmi_migration_lock"]),
+            ignore=dict(type="list", elements="str", default=[]),
+            state_table=dict(type="str", default=bookkeeping.STATE_TABLE),
+            history_table=dict(type="str", default=bookkeeping.HISTORY_TABLE),
+            run_lock_table=dict(type="str", default=bookkeeping.RUN_LOCK_TABLE),
         ),
         required_by=dict(replace="keep_old_as"),
         mutually_exclusive=[("replace", "drop_after"), ("verify_only", "replace"), ("verify_only", "drop_after"),
@@ -453,43 +327,26 @@ def main():
     )
     params = module.params
     target, live, old = params["target_db"], params["replace"], params["keep_old_as"]
-    for name in (target, live, old):
-        if name and len(name.encode("utf-8")) > MAX_IDENTIFIER:
-            module.fail_json(msg="Database name %r is longer than PostgreSQL's %d bytes and would be cut short; "
-                                 "choose a shorter name. Nothing was changed." % (name, MAX_IDENTIFIER))
-    if params["keep_old_count"] < 0:
-        module.fail_json(msg="keep_old_count must be 0 (keep them all) or more. Nothing was changed.")
-    if params["keep_old_count"] > 0:
-        if not (live and params["keep_old_pattern"]):
-            module.fail_json(msg="keep_old_count needs replace and keep_old_pattern. Nothing was changed.")
-        try:
-            pattern = re.compile(params["keep_old_pattern"])
-        except re.error as error:
-            module.fail_json(msg="keep_old_pattern is not a regular expression (%s). Nothing was changed." % error)
-        if params["drop_old"]:
-            module.fail_json(msg="keep_old_count and drop_old exclude each other: drop_old keeps no database at all. "
-                                 "Nothing was changed.")
-        if not pattern.fullmatch(old):
-            module.fail_json(msg="keep_old_as %s does not match keep_old_pattern %s, so keep_old_count would not "
-                                 "count it. Nothing was changed." % (old, params["keep_old_pattern"]))
-    manifest, dump = load_manifest(module, params["backup"])
+    problem = options_problem(params)
+    if problem:
+        module.fail_json(msg=problem + " Nothing was changed.")
+    try:
+        manifest, dump = load_manifest(params["backup"])
+    except RestoreError as error:
+        module.fail_json(msg=to_native(error))
     result = dict(changed=False, target_db=target, verified=False, backup=params["backup"])
-    restorer = Restorer(module)
+    restorer = Restorer(connector(module, APPLICATION_NAME), params, module.warn)
     try:
         if params["guard_only"]:
             if not restorer.exists(target):
                 module.fail_json(msg="The live database %s does not exist. Nothing was changed." % target, **result)
-            live = None  # nothing but the migration wrote since the baseline: what differs from it is the run's
-            if not (params["writes_stopped"] and params["baseline"]):
-                live = parallel_figures(module, APPLICATION_NAME, params["jobs"], dbname=target,
-                                        skip=set(params["ignore"]))
-            result["discards"] = datacheck.discards(manifest["figures"], live, params["changes"], params["baseline"],
-                                                    params["after"], params["ignore"])
+            result["discards"] = restorer.guard(target, manifest, params["changes"], params["baseline"],
+                                                params["after"], params["writes_stopped"])
             module.exit_json(**result)
         if params["verify_only"]:
             if not restorer.exists(target):
                 module.fail_json(msg="Database %s does not exist; nothing to verify." % target, **result)
-            differences = snapshot.compare(manifest["figures"], restorer.figures(target))
+            differences = restorer.verify(target, manifest)
             result.update(differences=differences, verified=not differences)
             if differences:
                 module.fail_json(msg="Database %s differs from backup %s: %s" % (
@@ -529,7 +386,7 @@ def main():
             if error:
                 raise RuntimeError("pg_restore failed: %s" % error)
             if params["verify"]:
-                differences = snapshot.compare(manifest["figures"], restorer.figures(target))
+                differences = restorer.verify(target, manifest)
                 result["differences"] = differences
                 if differences:
                     raise RuntimeError("the restored data differs from the backup's figures: %s"

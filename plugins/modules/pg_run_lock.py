@@ -22,7 +22,8 @@ description:
     in O(takeover).
   - The table is created on first use, under an advisory lock so that two first runs cannot both create it.
     Its rows are the collection's bookkeeping, like the history table, and the data checks leave the table out.
-  - Written for this collection; community.postgresql has no lock of this kind.
+  - Written for this collection; community.postgresql has no lock of this kind. The lock is this collection's own
+    SQL (C(module_utils/runlock.py)).
 attributes:
   check_mode:
     support: full
@@ -98,70 +99,18 @@ taken_over:
   type: str
 """
 
-import json
-
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
+from ansible_collections.tmi.migration.plugins.module_utils import bookkeeping
 from ansible_collections.tmi.migration.plugins.module_utils.postgres import argument_spec, connect
+from ansible_collections.tmi.migration.plugins.module_utils.runlock import Held, RunLock, describe
 
 try:
     import psycopg2
-    from psycopg2 import sql
 except ImportError:  # connect() reports it through missing_required_lib
-    psycopg2 = sql = None
+    psycopg2 = None
 
 APPLICATION_NAME = "tmi.migration.pg_run_lock"
-# Serialises the lock table's creation and every change of its row (an arbitrary constant: "tmi-run").
-ADVISORY_KEY = 0x746D6972756E
-OWNER_KEYS = ("host", "pid", "started", "user", "playbook")
-
-
-def describe(holder):
-    """One phrase naming the run that holds the lock, for messages."""
-    return "run %s (host %s, pid %s, user %s, playbook %s) since %s" % (
-        holder.get("run_id"), holder.get("host") or "?", holder.get("pid") or "?", holder.get("user") or "?",
-        holder.get("playbook") or "?", holder.get("since"))
-
-
-class RunLock(object):
-    """The lock row of one database."""
-
-    def __init__(self, conn, schema, table):
-        self.conn = conn
-        with conn.cursor() as cur:
-            if not schema:
-                cur.execute("SELECT current_schema()")
-                schema = cur.fetchone()[0]
-        self.table = sql.Identifier(schema, table)
-        self.name = "%s.%s" % (schema, table)
-
-    def exists(self, cur):
-        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (self.name,))
-        return cur.fetchone()[0]
-
-    def holder(self, cur, for_update=False):
-        if not self.exists(cur):
-            return {}
-        cur.execute(sql.SQL("SELECT run_id, owner, to_char(since AT TIME ZONE 'UTC', "
-                            "'YYYY-MM-DD\"T\"HH24:MI:SS\"+00:00\"') FROM {} {}").format(
-            self.table, sql.SQL("FOR UPDATE" if for_update else "")))
-        row = cur.fetchone()
-        if not row:
-            return {}
-        owner = row[1] if isinstance(row[1], dict) else json.loads(row[1] or "{}")
-        return dict(dict((key, owner.get(key)) for key in OWNER_KEYS), run_id=row[0], since=row[2])
-
-    def take(self, cur, run_id, owner, replace):
-        cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (lock_key boolean PRIMARY KEY DEFAULT true "
-                            "CHECK (lock_key), run_id text NOT NULL, owner jsonb NOT NULL, "
-                            "since timestamptz NOT NULL DEFAULT now())").format(self.table))
-        if replace:
-            cur.execute(sql.SQL("DELETE FROM {}").format(self.table))
-        cur.execute(sql.SQL("INSERT INTO {} (run_id, owner) VALUES (%s, %s) ON CONFLICT (lock_key) DO NOTHING")
-                    .format(self.table), (run_id, json.dumps(owner)))
-
-    def release(self, cur, run_ids):
-        cur.execute(sql.SQL("DELETE FROM {} WHERE run_id = ANY(%s)").format(self.table), (list(run_ids),))
 
 
 def main():
@@ -171,7 +120,7 @@ def main():
             state=dict(type="str", choices=["present", "absent", "query"], default="present"),
             owner=dict(type="dict", default={}),
             takeover=dict(type="list", elements="str", default=[]),
-            lock_table=dict(type="str", default="tmi_migration_lock"),
+            lock_table=dict(type="str", default=bookkeeping.RUN_LOCK_TABLE),
             lock_schema=dict(type="str"),
         ),
         supports_check_mode=True,
@@ -180,44 +129,25 @@ def main():
     run_id = params["run_id"]
     if not run_id.strip():
         module.fail_json(msg="run_id is empty: name the run that takes the lock.")
-    owner = dict((key, params["owner"].get(key)) for key in OWNER_KEYS)
     conn = connect(module, APPLICATION_NAME)
     lock = RunLock(conn, params["lock_schema"], params["lock_table"])
-    result = dict(changed=False, acquired=False, holder={}, taken_over="")
     try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_KEY,))
-            holder = lock.holder(cur, for_update=True)
-            result["holder"] = holder
-            # The same run id from another process (a reused id, or the run restarted) is not this run.
-            mine = holder.get("run_id") == run_id and all(
-                holder.get(key) == owner[key] for key in ("host", "pid", "started") if owner[key] is not None)
-            if params["state"] == "query":
-                result["acquired"] = mine
-            elif params["state"] == "absent":
-                ours = [run_id] + params["takeover"]
-                result["changed"] = holder.get("run_id") in ours
-                if result["changed"] and not module.check_mode:
-                    lock.release(cur, ours)
-            elif holder and not mine and holder["run_id"] not in params["takeover"]:
-                conn.rollback()
-                module.fail_json(
-                    msg="Another migration run holds the run lock of database %s: %s. This run changed nothing. Wait "
-                        "for that run to finish. If it is dead (its runner was killed) and ran elsewhere, make sure it "
-                        "no longer runs, then roll it back (playbooks/rollback.yml -e tmi_rollback_of=%s "
-                        "-e tmi_break_lock=%s) or start this run again with -e tmi_break_lock=%s."
-                        % (conn.info.dbname, describe(holder), holder["run_id"], holder["run_id"], holder["run_id"]),
-                    **result)
-            else:
-                result.update(acquired=True, changed=not mine,
-                              taken_over=holder["run_id"] if holder and not mine else "")
-                if not mine and not module.check_mode:
-                    lock.take(cur, run_id, owner, replace=bool(holder))
+        result = lock.handle(params["state"], run_id, params["owner"], params["takeover"], module.check_mode)
         conn.commit()
+    except Held as held:
+        conn.rollback()
+        holder = held.holder
+        module.fail_json(
+            msg="Another migration run holds the run lock of database %s: %s. This run changed nothing. Wait "
+                "for that run to finish. If it is dead (its runner was killed) and ran elsewhere, make sure it "
+                "no longer runs, then roll it back (playbooks/rollback.yml -e tmi_rollback_of=%s "
+                "-e tmi_break_lock=%s) or start this run again with -e tmi_break_lock=%s."
+                % (conn.info.dbname, describe(holder), holder["run_id"], holder["run_id"], holder["run_id"]),
+            **held.result)
     except psycopg2.Error as error:
         conn.rollback()
         module.fail_json(msg="PostgreSQL error while handling the run lock %s: %s" % (lock.name, to_native(error)),
-                         **result)
+                         **dict(dict(changed=False, acquired=False, holder={}, taken_over=""), **lock.result))
     finally:
         conn.close()
     if result["taken_over"]:

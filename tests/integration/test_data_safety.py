@@ -16,8 +16,9 @@ import threading
 import uuid
 
 import pytest
+from ansible_collections.tmi.migration.plugins.module_utils.restore import Restorer, load_manifest
 
-from conftest import ansible_env, run_playbook, tmi_install
+from conftest import ansible_env, run_module, run_playbook, tmi_install
 from tmi_testenv import fixture
 
 OTHER_APP = fixture.MIGRATIONS_DIR.parent / "other_app"
@@ -260,3 +261,34 @@ def test_a_clean_run_succeeds_whatever_plan_the_planner_picks(pg_server, redis_s
     record = json.loads(sorted((tmp_path / "runs").glob("*/run.json"))[-1].read_text())
     assert not record["validation"]["failed_checks"]
     assert all(w["severity"] == "warning" for w in record["validation"]["warnings"])
+
+
+def test_the_restorers_guard_names_the_writes_a_swap_would_discard_but_never_the_bookkeeping(tmi_db, tmp_path):
+    """Restorer takes a connection function and the options: what the emergency rollback asks, without Ansible."""
+    tmi_db.migrate(15)
+    fixture.generate(tmi_db.conn, 20)
+    (tmp_path / "b").mkdir()
+    backup = run_module("pg_backup", {"dest": str(tmp_path / "b"), "pg_bin_dir": str(tmi_db.server.client_bindir),
+                                      **tmi_db.module_args()})
+    assert not backup.get("failed"), backup
+    manifest, _dump = load_manifest(str(tmp_path / "b"))
+
+    def connect(dbname=None, autocommit=False):
+        return tmi_db.server.connect(dbname or tmi_db.name, autocommit)
+
+    restorer = Restorer(connect, {"jobs": 2, "backup": str(tmp_path / "b")})
+    try:
+        assert restorer.guard(tmi_db.name, manifest, {}, {}, {}, writes_stopped=False) == []
+        assert restorer.verify(tmi_db.name, manifest) == []
+        tmi_db.query("UPDATE schema_migrations SET version = 17")
+        tmi_db.query("CREATE TABLE tmi_migration_history (id int)")
+        tmi_db.query("INSERT INTO documents (threat_model_id, name, url) SELECT id, 'late', 'https://x.invalid' "
+                     "FROM threat_models LIMIT 2")
+        discards = restorer.guard(tmi_db.name, manifest, {}, {}, {}, writes_stopped=False)
+        assert [(d["table"], d["backup_rows"], d["live_rows"]) for d in discards] == [("public.documents", 60, 62)]
+        assert "2 rows written since would be lost" in discards[0]["message"]
+        # The database as a whole differs from the backup, bookkeeping included: verify compares everything.
+        assert sorted(d["table"] for d in restorer.verify(tmi_db.name, manifest)) == [
+            "public.documents", "public.schema_migrations", "public.tmi_migration_history"]
+    finally:
+        restorer.admin.close()

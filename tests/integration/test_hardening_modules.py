@@ -27,6 +27,7 @@ import pytest
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.testing import patch_module_args
 from ansible_collections.tmi.migration.plugins.module_utils import pgtools, postgres, snapshot
+from ansible_collections.tmi.migration.plugins.module_utils.runlock import Held, RunLock
 
 from conftest import BOOKKEEPING_TABLES, Database, ansible_env, run_module, run_playbook, start_module
 from tmi_testenv import fixture
@@ -161,7 +162,7 @@ def test_status_and_migrate_refuse_a_schema_without_its_state_table_and_force_re
         assert f"has {tables} tables in schema public" in message
         assert "but no public.schema_migrations state table, so its version is unknown" in message
         assert "operation=force and target_version" in message and "-e tmi_force_version=" in message
-        assert "set migrations_table and migrations_schema" in message and "-e migrate_state_table=" in message
+        assert "set state_table and state_schema" in message and "-e migrate_state_table=" in message
         assert "Nothing was changed" in message
         assert RENAMED in result["unrecorded_tables"] and "threats" in result["unrecorded_tables"]
         assert result["applied"] == []
@@ -442,3 +443,26 @@ def test_a_backup_directory_that_cannot_be_created_names_it_and_the_os_error(env
     assert "One or more items failed" not in record["error"]
     assert blocker.read_text().startswith("a regular file")
     assert environment.state() == before
+
+
+def test_the_run_lock_holds_one_run_without_ansible(tmi_db):
+    """RunLock takes a connection: the second run is refused naming the first, the named dead one is taken over."""
+    def handle(state, run_id, takeover=(), pid=1):
+        conn = tmi_db.server.connect(tmi_db.name, autocommit=False)
+        try:
+            result = RunLock(conn, None, "tmi_migration_lock").handle(
+                state, run_id, {"host": "runner", "pid": pid, "started": "t0"}, takeover)
+            conn.commit()
+            return result
+        finally:
+            conn.close()
+
+    assert handle("present", "a") == {"changed": True, "acquired": True, "holder": {}, "taken_over": ""}
+    assert handle("present", "a")["changed"] is False
+    with pytest.raises(Held) as held:
+        handle("present", "b", pid=2)
+    assert held.value.holder["run_id"] == "a" and "run a (host runner, pid 1" in str(held.value)
+    assert tmi_db.query("SELECT run_id FROM tmi_migration_lock") == [("a",)]
+    taken = handle("present", "b", takeover=["a"], pid=2)
+    assert (taken["acquired"], taken["taken_over"]) == (True, "a")
+    assert handle("absent", "b", pid=2)["changed"] and tmi_db.scalar("SELECT count(*) FROM tmi_migration_lock") == 0

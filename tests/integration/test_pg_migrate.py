@@ -8,6 +8,8 @@ import time
 
 import psycopg2
 import pytest
+from ansible_collections.tmi.migration.plugins.module_utils import migrations as files
+from ansible_collections.tmi.migration.plugins.module_utils.migrator import Migrator, Refused
 
 from conftest import run_module, start_module
 from tmi_testenv import fixture
@@ -452,3 +454,45 @@ def test_a_plan_whose_files_act_on_missing_tables_is_refused_before_anything_cha
     assert result["failed"] and "act on public.sources, which does not exist" in result["msg"]
     assert "Nothing was changed" in result["msg"]
     assert state(tmi_db) == [(15, False)] and app_schema(tmi_db) == before
+
+
+def test_the_migrator_runs_without_ansible_and_refuses_what_the_module_refuses(tmi_db):
+    """Migrator takes a connection, the options and a warn function: the module is only its arguments."""
+    tmi_db.migrate(15)
+    migrations = files.read_migrations(str(MIGRATIONS_DIR))
+    warnings = []
+
+    def migrator(**options):
+        conn = tmi_db.server.connect(tmi_db.name)
+        return conn, Migrator(conn, options, warnings.append)
+
+    conn, status = migrator(operation="status")
+    try:
+        result = status.run(migrations, 17, 17)
+    finally:
+        conn.close()
+    plan = [step["version"] for step in result["plan"]]
+    assert (result["changed"], result["version_before"], plan) == (False, 15, [16, 17])
+    assert "public.metadata" in result["analysis"]["tables"] and state(tmi_db) == [(15, False)]
+
+    conn, up = migrator(online_index_builds=True)
+    try:
+        result = up.run(migrations, 16, 17)
+    finally:
+        up.release_lock()
+        conn.close()
+    assert (result["changed"], result["version_after"], result["dirty"]) == (True, 16, False)
+    assert [(a["version"], a["mode"], a["statements"]) for a in result["applied"]] == [(16, "online", INDEXES_16)]
+    assert state(tmi_db) == [(16, False)]
+    assert tmi_db.query("SELECT version, mode FROM tmi_migration_history") == [(16, "online")]
+
+    conn, down = migrator()
+    try:
+        with pytest.raises(Refused) as refused:
+            down.run(migrations, 15, 17)
+    finally:
+        down.release_lock()
+        conn.close()
+    assert "target_version 15 is below the database's version 16" in str(refused.value)
+    assert refused.value.details["version_before"] == 16 and refused.value.details["applied"] == []
+    assert state(tmi_db) == [(16, False)] and warnings == []

@@ -5,12 +5,51 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
+from ansible_collections.tmi.migration.plugins.module_utils import indexes
+from ansible_collections.tmi.migration.plugins.module_utils.integrity import Checker
+from ansible_collections.tmi.migration.plugins.module_utils.readonly import SnapshotPool
 
 from conftest import REPO, ansible_env, run_module, run_playbook
 from tmi_testenv import fixture
 from tmi_testenv.fixture import schema_snapshot
 
 PLAYBOOK = str(REPO / "tests" / "integration" / "playbooks" / "validate_role.yml")
+# The modules know no application: TMI's tables, relations, rules and queries are the validate role's profile.
+PROFILE = yaml.safe_load((REPO / "roles" / "validate" / "vars" / "profiles" / "tmi.yml").read_text())[
+    "__validate_profile"]
+TMI_INTEGRITY = {"tables": list(PROFILE["columns"]), "logical_relations": PROFILE["logical_relations"],
+                 "value_rules": PROFILE["value_rules"], "unique_rules": PROFILE["unique_rules"],
+                 "distribution": PROFILE["distribution"]}
+
+
+def _index(name, table, columns, include=None, where=None, unique=False):
+    spec = dict(name=name, table=table, columns=columns, unique=unique)
+    if include:
+        spec["include"] = include
+    if where:
+        spec["where"] = where
+    return spec
+
+
+# The indexes TMI's migrations 000016 and 000017 create, as the runbook lists them (the role derives them from the
+# files instead).
+TMI_EXPECTED = [
+    _index("idx_threats_threat_model_id_created_at", "threats", ["threat_model_id", "created_at DESC"]),
+    _index("idx_documents_threat_model_id_created_at", "documents", ["threat_model_id", "created_at DESC"]),
+    _index("idx_sources_threat_model_id_created_at", "sources", ["threat_model_id", "created_at DESC"]),
+    _index("idx_diagrams_threat_model_id_created_at", "diagrams", ["threat_model_id", "created_at DESC"]),
+    _index("idx_threats_threat_model_id_covering", "threats", ["threat_model_id"],
+           include=["name", "severity", "status", "priority", "mitigated"]),
+    _index("idx_documents_threat_model_id_covering", "documents", ["threat_model_id"], include=["name", "url"]),
+    _index("idx_sources_threat_model_id_covering", "sources", ["threat_model_id"], include=["name", "url", "type"]),
+    _index("idx_threat_model_access_performance", "threat_model_access", ["threat_model_id", "role", "user_email"]),
+    *[_index(f"idx_metadata_{kind}_entity", "metadata", ["entity_id", "key"], where=f"entity_type = '{kind}'")
+      for kind in ("threat_model", "threat", "diagram", "document", "source", "cell")],
+    _index("idx_metadata_key", "metadata", ["key"]),
+    _index("metadata_entity_key_unique", "metadata", ["entity_type", "entity_id", "key"], unique=True),
+]
+TMI_INDEXES = {"expected": TMI_EXPECTED, "queries": PROFILE["queries"]}
 
 
 @pytest.fixture
@@ -22,11 +61,20 @@ def v17(tmi_db):
 
 
 def integrity(db, check_mode=False, **args):
-    return run_module("pg_integrity_check", {**db.module_args(), **args}, check_mode=check_mode)
+    """pg_integrity_check with TMI's profile, as the validate role passes it."""
+    return run_module("pg_integrity_check", {**db.module_args(), **TMI_INTEGRITY, **args}, check_mode=check_mode)
 
 
 def index_check(db, check_mode=False, **args):
-    return run_module("pg_index_check", {**db.module_args(), **args}, check_mode=check_mode)
+    """pg_index_check with TMI's expected indexes and the profile's queries."""
+    return run_module("pg_index_check", {**db.module_args(), **TMI_INDEXES, **args}, check_mode=check_mode)
+
+
+def connector(db):
+    """What ``postgres.connector`` hands the module_utils classes in a module: a function opening a connection."""
+    def open_connection(dbname=None, autocommit=False):
+        return db.server.connect(dbname or db.name, autocommit)
+    return open_connection
 
 
 def checks(result, kind):
@@ -179,25 +227,8 @@ def test_parallel_scans_and_workers_do_not_change_the_figures(v17):
     assert all(r == results[0] for r in results[1:])
 
 
-class ModuleParams:
-    """What connect() reads of an AnsibleModule: its parameters, and fail_json for a connection error."""
-
-    def __init__(self, params):
-        self.params = params
-
-    def fail_json(self, msg, **_kw):
-        raise AssertionError(msg)
-
-    def warn(self, _msg):
-        pass
-
-
 def test_the_snapshot_pool_shares_one_snapshot_and_runs_longest_first(v17):
-    from ansible_collections.tmi.migration.plugins.module_utils.readonly import SnapshotPool
-
-    pool = SnapshotPool(ModuleParams({**v17.module_args(), "ca_cert": None, "ssl_mode": "prefer",
-                                      "connect_params": {}, "login_unix_socket": ""}), "test", 2,
-                        workers_per_scan=3)
+    pool = SnapshotPool(connector(v17), 2, workers_per_scan=3)
     try:
         v17.query("INSERT INTO users (email, name) VALUES ('late@example.org', 'late')")
         v17.conn.commit()
@@ -239,6 +270,65 @@ def test_neither_module_changes_anything(v17, check_mode):
 def test_bad_option_names_fail_clearly(v17):
     result = integrity(v17, value_rules=[{"table": "metadata", "column": "no_such_column", "max_length": 3}])
     assert result["failed"] and "no_such_column" in result["msg"]
+
+
+def test_the_modules_know_no_schema_of_their_own(v17):
+    """Without the profile only what the catalog declares is checked: TMI's metadata relations are options."""
+    fixture.inject(v17.conn, "orphaned_metadata", count=8)
+    bare = run_module("pg_integrity_check", v17.module_args())
+    assert checks(bare, "orphans") == [] and bare["row_counts"] == {} and bare["distribution"] == {}
+    assert {o["kind"] for o in bare["orphans"]} == {"foreign key"}
+    assert checks(integrity(v17), "orphans"), "with the profile's relations the orphans are found"
+    v17.query("DROP INDEX idx_metadata_key")
+    bare = run_module("pg_index_check", v17.module_args())
+    assert bare["failed_checks"] == [] and bare["expected"] == [] and bare["plans"] == []
+
+
+# --- the classes of module_utils, called directly ----------------------------------------------------------------
+
+
+def run_checker(db, options):
+    pool = SnapshotPool(connector(db), 2)
+    try:
+        return Checker(pool, options).run()
+    finally:
+        pool.close()
+
+
+def test_the_integrity_checker_finds_an_injected_orphan(v17):
+    fixture.inject(v17.conn, "orphaned_metadata", count=8)
+    fixture.inject(v17.conn, "orphaned_documents", count=3)
+    result = run_checker(v17, TMI_INTEGRITY)
+    found = {c["relation"]: c["count"] for c in checks(result, "orphans")}
+    assert found == {"documents_threat_model_id_fkey": 3, "metadata(threat_model)": 2, "metadata(threat)": 2,
+                     "metadata(document)": 2, "metadata(source)": 2}
+    assert result["row_counts"]["documents"] == 903
+    generic = {c["relation"] for c in checks(run_checker(v17, {}), "orphans")}
+    assert generic == {"documents_threat_model_id_fkey"}, "the relations without a foreign key are the profile's"
+
+
+def test_the_integrity_checker_always_leaves_out_the_bookkeeping_tables(v17):
+    baseline = run_checker(v17, {"snapshot": True})["snapshot"]
+    assert "public.schema_migrations" in baseline
+    v17.query("UPDATE schema_migrations SET version = 18")
+    v17.query("CREATE TABLE tmi_migration_lock (run_id text)")
+    v17.query("INSERT INTO tmi_migration_lock VALUES ('a run')")
+    v17.query("DELETE FROM sources WHERE id IN (SELECT id FROM sources LIMIT 2)")
+    result = run_checker(v17, {"compare_to": baseline, "compare_ignore": []})
+    assert [(d["table"], d["problem"]) for d in result["differences"]] == [("public.sources", "row count differs")]
+    renamed = run_checker(v17, {"compare_to": baseline, "state_table": "other_state", "run_lock_table": ""})
+    assert sorted(d["table"] for d in renamed["differences"]) == [
+        "public.schema_migrations", "public.sources", "public.tmi_migration_lock"]
+
+
+def test_the_index_checker_finds_a_missing_index_and_a_plan_without_it(v17):
+    v17.query("DROP INDEX idx_threats_threat_model_id_created_at")
+    v17.query("DROP INDEX idx_threats_threat_model_id_covering")
+    result = indexes.check(connector(v17), {**TMI_INDEXES, "min_rows": 500}, analyze=True)
+    assert [c["name"] for c in checks(result, "missing_index")] == [
+        "idx_threats_threat_model_id_created_at", "idx_threats_threat_model_id_covering"]
+    assert [p["verdict"] for p in result["plans"]] == ["other_plan", "uses_expected_index", "uses_expected_index"]
+    assert indexes.check(connector(v17), {})["failed_checks"] == []
 
 
 # --- the validate role ----------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from ansible_collections.tmi.migration.plugins.module_utils.record import rolled_back
-from ansible_collections.tmi.migration.plugins.modules.pg_restore_backup import kept_comment, kept_from, old_to_drop
+from ansible_collections.tmi.migration.plugins.module_utils.restore import kept_comment, kept_from, old_to_drop
 
 RUN = {"run_id": "r1", "finished": "2026-11-24T01:30:00.000001+00:00", "rollback": {}}
 ROLLBACK = {"started": "2026-11-24T02:00:00.5+00:00", "finished": "2026-11-24T02:01:00+00:00",
