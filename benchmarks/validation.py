@@ -30,12 +30,20 @@ import sys
 from benchlib import REPO, Bench, best, exit_status, median, parser, table
 
 # isort: split
-from ansible_collections.tmi.migration.plugins.module_utils import analysis, snapshot
-from ansible_collections.tmi.migration.plugins.modules import pg_index_check, pg_integrity_check
+import yaml
+from ansible_collections.tmi.migration.plugins.module_utils import analysis, integrity, snapshot
 
 from tmi_testenv import fixture
 
 CHECKSUM = "SELECT " + snapshot.FIGURES_COLUMNS + " FROM {} t;"
+
+
+# TMI's profile: the one place the collection keeps TMI's schema knowledge.
+PROFILE_FILE = REPO / "roles" / "validate" / "vars" / "profiles" / "tmi.yml"
+PROFILE = yaml.safe_load(PROFILE_FILE.read_text())["__validate_profile"]
+# The polymorphic relations checked by a plain lookup (the cell relation, into a JSON array, is written out below).
+ENTITY_TABLES = [(rel["filter_value"], rel["ref_table"]) for rel in PROFILE["logical_relations"]
+                 if "ref_jsonb_array" not in rel]
 
 
 def q(identifier: str) -> str:
@@ -49,13 +57,13 @@ def equivalent_sql(conn) -> str:
         for table in ("users", "threat_models", "threat_model_access", "diagrams", "threats", "documents", "sources",
                       "metadata"):
             lines.append(f"SELECT count(*) FROM {q(table)};")
-        cur.execute(pg_integrity_check.FOREIGN_KEYS_SQL, ("public",))
+        cur.execute(integrity.FOREIGN_KEYS_SQL, ("public",))
         for _name, child, parent, _schema, columns, refs in cur.fetchall():
             not_null = " AND ".join(f"c.{q(c)} IS NOT NULL" for c in columns)
             match = " AND ".join(f"p.{q(r)} = c.{q(c)}" for c, r in zip(columns, refs, strict=True))
             lines.append(f"SELECT count(*) FROM {q(child)} c WHERE {not_null} "
                          f"AND NOT EXISTS (SELECT 1 FROM {q(parent)} p WHERE {match});")
-        for kind, table in pg_integrity_check.ENTITY_TABLES:
+        for kind, table in ENTITY_TABLES:
             lines.append(f"SELECT count(*) FROM metadata c WHERE c.entity_type = '{kind}' AND NOT EXISTS "
                          f"(SELECT 1 FROM {table} p WHERE p.id = c.entity_id);")
         lines.append("SELECT count(*) FROM metadata c WHERE c.entity_type = 'cell' AND NOT EXISTS (SELECT 1 "
@@ -80,7 +88,7 @@ def equivalent_sql(conn) -> str:
         cur.execute("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                     "WHERE c.relkind = 'r' AND n.nspname = 'public' ORDER BY 2")
         lines += [CHECKSUM.format(f"{q(s)}.{q(t)}") for s, t in cur.fetchall()]
-        for query in pg_index_check.TMI_QUERIES:
+        for query in PROFILE["queries"]:
             cur.execute(query["params_sql"])
             value = cur.fetchone()[0]
             lines.append("EXPLAIN " + query["sql"].replace("%s", "'" + str(value).replace("'", "''") + "'") + ";")

@@ -421,7 +421,8 @@ class Migrator(object):
         before, dirty = self.read_state()
         result.update(version_before=before, version_after=before, dirty=dirty)
         steps = []
-        if operation != "force":
+        # Without migration files (status of the state alone) there is no plan and nothing to compare with.
+        if operation != "force" and migrations:
             try:
                 steps = files.plan(migrations, before, target)
             except files.MigrationError as error:
@@ -432,7 +433,7 @@ class Migrator(object):
         warn_missing_down(self.warn, steps, result)
         result["analysis"] = self.analyse(steps)
         result["hazards"] = self.hazards
-        result["edited_files"] = self.edited_files(migrations, before)
+        result["edited_files"] = self.edited_files(migrations, before) if migrations else []
         for edited in result["edited_files"]:
             self.warn("Migration %(version)d (%(file)s) changed since it was applied on %(applied_at)s; "
                       "the database holds what the old file did." % edited)

@@ -43,9 +43,11 @@ description:
     rollback past them is impossible.
 options:
   path:
-    description: Directory holding the migration files, on the host that runs the module.
+    description:
+      - Directory holding the migration files, on the host that runs the module.
+      - Required for O(operation=migrate) and O(operation=force). Without it O(operation=status) reads the state alone
+        (RV(version_before), RV(dirty)) - no plan, no analysis - which needs no files on the host.
     type: path
-    required: true
     version_added: 0.1.0
   operation:
     description:
@@ -197,7 +199,7 @@ dirty:
   sample: false
 target_version:
   description: The target, resolved to a number.
-  returned: always
+  returned: always (null without O(path))
   type: int
   sample: 17
 latest_version:
@@ -312,14 +314,12 @@ from ansible_collections.tmi.migration.plugins.module_utils import migrations as
 from ansible_collections.tmi.migration.plugins.module_utils.postgres import argument_spec, connect
 
 APPLICATION_NAME = "tmi.migration.pg_migrate"
-# Read from here by tests/tmi_testenv/fixture.py (planned_analysis); the catalog query lives in migrator.py.
-FOREIGN_KEYS_SQL = migrator.FOREIGN_KEYS_SQL
 
 
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(
-            path=dict(type="path", required=True),
+            path=dict(type="path"),
             operation=dict(type="str", choices=["migrate", "status", "force"], default="migrate"),
             target_version=dict(type="str", default="latest"),
             allow_down=dict(type="bool", default=False),
@@ -341,10 +341,16 @@ def main():
     params = module.params
 
     # Everything about the files is checked before the database is touched.
+    if params["path"] is None and params["operation"] != "status":
+        module.fail_json(msg="path is required for operation=%s: the directory of the migration files. Nothing was "
+                             "changed." % params["operation"])
     try:
-        migrations = files.read_migrations(params["path"])
-        target = files.resolve_target(migrations, params["target_version"])
-        latest = files.resolve_target(migrations, "latest")
+        if params["path"] is None:
+            migrations, target, latest = {}, None, None
+        else:
+            migrations = files.read_migrations(params["path"])
+            target = files.resolve_target(migrations, params["target_version"])
+            latest = files.resolve_target(migrations, "latest")
         for migration in migrations.values():
             for path in (migration.up, migration.down):
                 if path:

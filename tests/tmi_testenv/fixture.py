@@ -307,12 +307,11 @@ def inject(conn, defect: str, count: int = 3) -> dict[str, object]:
 def planned_analysis(conn, versions, directory: Path = MIGRATIONS_DIR) -> dict:
     """pg_migrate's analysis of the up files of ``versions``, with this database's foreign keys: what
     migrate.yml passes to the validate role (for tests and benchmarks that start at the end version)."""
-    from ansible_collections.tmi.migration.plugins.module_utils import analysis
-    from ansible_collections.tmi.migration.plugins.modules import pg_migrate
+    from ansible_collections.tmi.migration.plugins.module_utils import analysis, migrator
 
     files = migration_files(directory)
     planned = [(v, files[v]["up"].title, "up", files[v]["up"].path.read_text()) for v in versions]
     with conn.cursor() as cur:
-        cur.execute(pg_migrate.FOREIGN_KEYS_SQL)
+        cur.execute(migrator.FOREIGN_KEYS_SQL)
         keys = [dict(name=r[0], table=r[1], ref_table=r[2], on_delete=r[3], on_update=r[4]) for r in cur.fetchall()]
     return analysis.analyse_plan(planned, "public", (), keys)
