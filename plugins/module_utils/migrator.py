@@ -531,6 +531,6 @@ def unrecorded_message(migrator, tables):
             "schema (with the playbooks: ansible-playbook -i <inventory> playbooks/force_version.yml "
             "-e tmi_force_version=<version>), then run again. If the state table exists under another name or in "
             "another schema, set state_table and state_schema to it (with migrate.yml: "
-            "-e migrate_state_table=<name> -e validate_state_table=<name>)."
+            "-e tmi_state_table=<name>, which every role reads it from)."
             % (migrator.database, len(tables), "" if len(tables) == 1 else "s", migrator.schema, shown,
                migrator.schema, migrator.table))

@@ -191,7 +191,8 @@ def update(record, variables, phase=None):
 def failure_text(result):
     """A failed task's message; a failed loop's ("One or more items failed") gets its items' own errors."""
     result = _mapping(result)
-    text = str(result.get("msg") or "")
+    # A task's result says msg; a role's result fact (rollback_result) says error.
+    text = str(result.get("msg") or result.get("error") or "")
     items = result.get("results")
     if isinstance(items, list):
         errors = []
@@ -494,8 +495,10 @@ def not_before(first, second):
 
 
 def matches(record, host):
+    """A record of ``host`` that took a backup; a check-mode run only predicted one, so it never matches."""
     backup = record.get("backup")
-    return record.get("host") == host and isinstance(backup, dict) and bool(backup.get("path"))
+    return (record.get("host") == host and not true(record.get("check_mode", False))
+            and isinstance(backup, dict) and bool(backup.get("path")))
 
 
 def candidates(run_dir):

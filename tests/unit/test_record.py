@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
+import yaml
 from ansible_collections.tmi.migration.plugins.module_utils import record
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_a_new_record_has_every_section_empty():
@@ -173,6 +177,20 @@ def test_find_reads_newest_first_until_a_record_with_a_backup(tmp_path):
     assert found["found"] and found["record"]["backup"]["path"] == "/b/old" and found["read"] == 3
     assert len(warnings) == 1 and "unreadable" in warnings[0]
     assert not record.find(str(tmp_path), "db2")["found"]
+
+
+def test_find_skips_a_check_mode_run_which_only_predicted_its_backup(tmp_path):
+    _write(str(tmp_path / "real" / "run.json"), {"host": "db1", "backup": {"path": "/b/real"}})
+    os.utime(tmp_path / "real" / "run.json", (1, 1))
+    _write(str(tmp_path / "checked" / "run.json"), {"host": "db1", "check_mode": True, "backup": {"path": "/b/x"}})
+    assert record.find(str(tmp_path), "db1")["record"]["backup"]["path"] == "/b/real"
+
+
+def test_the_rollback_roles_record_spec_lists_every_key_of_the_record():
+    """The automatic rollback validates the record it is given: a key the schema adds must be in the spec."""
+    specs = yaml.safe_load((REPO / "roles" / "rollback" / "meta" / "argument_specs.yml").read_text())
+    options = specs["argument_specs"]["main"]["options"]["rollback_record"]["options"]
+    assert set(options) == set(record.RUN) | set(record.SECTIONS)
 
 
 def test_rolled_back_prefers_a_later_rollback_yml(tmp_path):
