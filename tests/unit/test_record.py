@@ -25,8 +25,8 @@ def test_phases_are_timed_until_the_next_one_starts():
     run = record.start_phase(run, "preflight", clock=100.0)
     run = record.start_phase(run, "backup", clock=103.5)
     report = record.phase_results(run, clock=110.0)
-    assert [(p["phase"], p["result"], p["duration"]) for p in report] == [("preflight", "ok", 3.5),
-                                                                        ("backup", "ok", 6.5)]
+    expected = [("preflight", "ok", 3.5), ("backup", "ok", 6.5)]
+    assert [(p["phase"], p["result"], p["duration"]) for p in report] == expected
 
 
 def test_an_unknown_phase_is_refused():
@@ -151,8 +151,8 @@ def test_auto_rollback_choice():
 
 def test_check_mode_predictions():
     run = record.new("r1", "db1", check_mode=True)
-    run["migration"] = {"version_before": 15, "target_version": 17, "plan": [{"version": 16, "direction": "up"},
-                                                                               {"version": 17, "direction": "up"}]}
+    plan = [{"version": 16, "direction": "up"}, {"version": 17, "direction": "up"}]
+    run["migration"] = {"version_before": 15, "target_version": 17, "plan": plan}
     run["redis"] = {"changed_settings": ["maxmemory-policy"], "after": {"maxmemory-policy": "allkeys-lru"},
                     "before": {"maxmemory-policy": "noeviction"}}
     assert record.would(run) == [
