@@ -195,7 +195,7 @@ def test_smoke_errors_fail_the_role_with_each_failing_endpoint(app):
     ({"app_config_service_manager": "upstart"},
      "app_config_service_manager must be one of: systemd, command, none, got: upstart"),
     ({"app_config_url": "localhost:8080"}, "app_config_url must be an http(s) URL"),
-    ({"app_config_fail_on": ["speed"]}, "app_config_fail_on a subset of errors, response_time, hit_ratio"),
+    ({"app_config_fail_on": ["speed"]}, "app_config_fail_on must be one or more of: errors, response_time, hit_ratio"),
 ])
 def test_bad_inputs_are_refused_before_anything_changes(app, extra, cause):
     digest, pid = app.config_digest(), app.standin.pid()

@@ -162,7 +162,7 @@ def test_status_and_migrate_refuse_a_schema_without_its_state_table_and_force_re
         assert f"has {tables} tables in schema public" in message
         assert "but no public.schema_migrations state table, so its version is unknown" in message
         assert "operation=force and target_version" in message and "-e tmi_force_version=" in message
-        assert "set state_table and state_schema" in message and "-e migrate_state_table=" in message
+        assert "set state_table and state_schema" in message and "-e tmi_state_table=" in message
         assert "Nothing was changed" in message
         assert RENAMED in result["unrecorded_tables"] and "threats" in result["unrecorded_tables"]
         assert result["applied"] == []
