@@ -29,6 +29,10 @@ def run_update(run, variables, phase=None):
     return record.update(run, variables, phase)
 
 
+def run_result_names(run, phase=None):
+    return record.result_names(phase or record.current_phase(run))
+
+
 def run_failed(run, result, task=""):
     return record.failed(run, result, task)
 
@@ -67,6 +71,7 @@ class FilterModule(object):
             "run_new": run_new,
             "run_phase": run_phase,
             "run_update": run_update,
+            "run_result_names": run_result_names,
             "run_failed": run_failed,
             "run_rollback_failed": run_rollback_failed,
             "run_end": run_end,

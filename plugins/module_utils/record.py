@@ -143,8 +143,9 @@ def start_phase(record, phase, clock=None):
     """The record with ``phase`` started now (``clock``: seconds since the epoch, for tests)."""
     if phase not in PHASES and phase not in PHASE_RESULTS:
         raise ValueError("unknown phase %r (known: %s)" % (phase, ", ".join(PHASES)))
-    record = copy.deepcopy(record)
-    record.setdefault("phases", []).append({"phase": phase, "started": time.time() if clock is None else clock})
+    record = dict(record)
+    record["phases"] = list(record.get("phases") or []) + [
+        {"phase": phase, "started": time.time() if clock is None else clock}]
     return record
 
 
@@ -161,7 +162,7 @@ def result_names(phase):
 def normalise_rollback(result):
     """A rollback result in the record's fixed shape (unknown keys are kept)."""
     shaped = copy.deepcopy(ROLLBACK)
-    shaped.update(copy.deepcopy(_mapping(result)))
+    shaped.update(_mapping(result))
     shaped["succeeded"] = true(shaped["succeeded"])
     shaped["already_rolled_back"] = true(shaped["already_rolled_back"])
     shaped["allow_data_loss"] = true(shaped["allow_data_loss"])
@@ -171,11 +172,14 @@ def normalise_rollback(result):
 def update(record, variables, phase=None):
     """The record with the results of ``phase`` (default: the current one) taken from ``variables``.
 
-    ``variables`` is any mapping of fact names to values (the host's variables). A result the phase did
-    not produce (its role was skipped by a tag or a condition) leaves its section as it was.
+    ``variables`` maps fact names to values, or lists the values in ``result_names(phase)``'s order (what
+    the playbooks' vars lookup of those names returns). A result the phase did not produce (its role
+    was skipped by a tag or a condition) leaves its section as it was.
     """
-    record = copy.deepcopy(record)
+    record = dict(record)  # sections are replaced whole, never changed in place: a shallow copy will do
     phase = phase or current_phase(record)
+    if isinstance(variables, (list, tuple)):
+        variables = dict(zip(result_names(phase), variables))
     for section, name in PHASE_RESULTS.get(phase, ()):
         value = variables.get(name)
         if value is None or value == {} or value == "":
@@ -184,7 +188,7 @@ def update(record, variables, phase=None):
             value = normalise_rollback(value)
             if not record.get("run_id"):
                 record["run_id"] = value["run_id"]
-        record[section] = copy.deepcopy(value)
+        record[section] = value
     return record
 
 
@@ -209,7 +213,7 @@ def failure_text(result):
 
 def failed(record, result, task=""):
     """The record with the failure of the current phase."""
-    record = copy.deepcopy(record)
+    record = dict(record)
     record.update(failed=True, failed_phase=current_phase(record) or "start", failed_task=task or "",
                   error=failure_text(result))
     return record
@@ -221,7 +225,7 @@ def rollback_failed(record, result, mode="auto"):
     The rollback role records its own failure; one that failed before it could (bad inputs) gets a
     record here.
     """
-    record = copy.deepcopy(record)
+    record = dict(record)
     rollback = _mapping(record.get("rollback"))
     if not rollback:
         rollback = {"mode": mode, "requested_mode": mode, "succeeded": False, "error": failure_text(result) or "failed"}
@@ -256,7 +260,7 @@ def end(record, checkpoint=False, clock=None):
     A checkpoint (``checkpoint=True``) is a record written while the run goes on: ``in_progress``
     tells a rollback that the run may have been killed in the middle.
     """
-    written = copy.deepcopy(record)
+    written = dict(record)
     written["finished"] = now_iso()
     written["in_progress"] = bool(checkpoint)
     written["phases"] = phase_results(record, clock)
