@@ -144,8 +144,8 @@ def start_phase(record, phase, clock=None):
     if phase not in PHASES and phase not in PHASE_RESULTS:
         raise ValueError("unknown phase %r (known: %s)" % (phase, ", ".join(PHASES)))
     record = dict(record)
-    record["phases"] = list(record.get("phases") or []) + [
-        {"phase": phase, "started": time.time() if clock is None else clock}]
+    started = {"phase": phase, "started": time.time() if clock is None else clock}
+    record["phases"] = [*(record.get("phases") or []), started]
     return record
 
 
