@@ -222,6 +222,16 @@ def test_post_checks_alone_before_migrating_judge_the_schema_as_it_is(environmen
     assert environment.state() == before
 
 
+def test_a_phase_tag_runs_that_phase_and_changes_nothing_else(environment):
+    before = environment.state()
+    result = environment.playbook("migrate.yml", "--tags", "redis_config")
+    assert result.returncode == 0, result.stdout[-4000:]
+    after = environment.state()
+    assert after["redis"] == {"maxmemory-policy": "allkeys-lru", "notify-keyspace-events": "xE"}
+    assert {key: value for key, value in after.items() if key != "redis"} == \
+        {key: value for key, value in before.items() if key != "redis"}
+
+
 def test_a_failure_that_leaves_maintenance_on_says_so_last_and_in_the_record(environment):
     path = environment.broken_migrations(17, "SELECT 1/0;")
     result = environment.playbook("migrate.yml", "-e", json.dumps({"tmi_migrations_path": path,
