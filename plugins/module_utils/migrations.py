@@ -211,6 +211,18 @@ def check_syntax(path):
                              "nothing was changed." % (path, where, reason)) from None
 
 
+def load(path, target_version):
+    """(migrations, target, latest) of a directory, every file checked to parse; raises MigrationError."""
+    migrations = read_migrations(path)
+    target = resolve_target(migrations, target_version)
+    latest = resolve_target(migrations, "latest")
+    for migration in migrations.values():
+        for name in (migration.up, migration.down):
+            if name:
+                check_syntax(name)
+    return migrations, target, latest
+
+
 def split_statements(sql):
     """Statements of a migration file, as PostgreSQL's parser sees them."""
     return [s for s in pglast.split(sql, with_parser=True) if s.strip()]

@@ -49,6 +49,19 @@ UNRECORDED_TABLES_SQL = (
     "WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relname <> ALL(%s::name[]) "
     "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid "
     "AND d.deptype = 'e') ORDER BY c.relname")
+# The argument spec of the options every module that runs migration files has (doc fragment migration_files).
+FILE_OPTIONS = dict(
+    target_version=dict(type="str", default="latest"),
+    state_table=dict(type="str", default=bookkeeping.STATE_TABLE, aliases=["migrations_table"]),
+    state_schema=dict(type="str", aliases=["migrations_schema"]),
+    lock_timeout=dict(type="str", default="5s"),
+    statement_timeout=dict(type="str", default="0"),
+    lock_retries=dict(type="int", default=5),
+    lock_retry_delay=dict(type="float", default=2),
+    online_index_builds=dict(type="bool", default=False),
+    history_table=dict(type="str", default=bookkeeping.HISTORY_TABLE),
+    run_lock_table=dict(type="str", default=bookkeeping.RUN_LOCK_TABLE),
+)
 # The options of Migrator, with the module's defaults.
 DEFAULTS = dict(operation="migrate", allow_down=False, state_table=bookkeeping.STATE_TABLE, state_schema=None,
                 history_table=bookkeeping.HISTORY_TABLE, run_lock_table=bookkeeping.RUN_LOCK_TABLE,
@@ -287,11 +300,8 @@ class Migrator(object):
             try:
                 if online:
                     attempt = self._run_online(body, retries, delay)
-                elif mode == "autocommit":
-                    for statement in files.split_statements(body):
-                        self.execute(statement)
                 else:
-                    self.execute(body)
+                    self._run_file(body, mode)
             except (psycopg2.Error, OnlineBuildFailed) as failure:
                 self._reset_timeouts()
                 error = failure.error if isinstance(failure, OnlineBuildFailed) else failure
@@ -311,6 +321,15 @@ class Migrator(object):
             self.record_history(migration, direction, path, duration, mode)
             return dict(version=migration.version, title=migration.title, direction=direction, file=path, mode=mode,
                         statements=statements, attempts=attempt, duration=round(duration, 3))
+
+    def _run_file(self, body, mode):
+        """Run a file as golang-migrate does: one batch (one implicit transaction), or, for a file that cannot
+        run in a transaction block, statement by statement (the rehearsal runs it observed instead)."""
+        if mode == "autocommit":
+            for statement in files.split_statements(body):
+                self.execute(statement)
+        else:
+            self.execute(body)
 
     def _index_state(self, schema, name):
         rows = self.execute(

@@ -60,30 +60,10 @@ options:
     choices: [migrate, status, force]
     default: migrate
     version_added: 0.1.0
-  target_version:
-    description:
-      - The version to reach, V(latest) (the highest version with an up file), or V(0) for no migration applied.
-      - Unlike golang-migrate's C(migrate up 16), which applies the next 16 migrations, this is the version the
-        database ends at.
-    type: str
-    default: latest
-    version_added: 0.1.0
   allow_down:
     description: Allow a plan that goes down. Down migrations drop schema and data, so this is never implied.
     type: bool
     default: false
-    version_added: 0.1.0
-  state_table:
-    description:
-      - Name of golang-migrate's state table (the name every module of the collection gives this option).
-    type: str
-    default: schema_migrations
-    aliases: [migrations_table]
-    version_added: 0.1.0
-  state_schema:
-    description: Schema of the state table. Default is the session's C(current_schema()), as in golang-migrate.
-    type: str
-    aliases: [migrations_schema]
     version_added: 0.1.0
   lock_wait_timeout:
     description:
@@ -92,52 +72,6 @@ options:
     type: float
     default: 60
     version_added: 0.1.0
-  lock_timeout:
-    description:
-      - PostgreSQL C(lock_timeout) for each migration, for example V(5s). A migration that cannot get a table lock
-        in this time is rolled back and retried, so it never queues for long in front of the application's queries.
-      - V(0) waits without limit (golang-migrate's behaviour).
-    type: str
-    default: 5s
-    version_added: 0.1.0
-  statement_timeout:
-    description: PostgreSQL C(statement_timeout) for each migration; V(0) means no limit.
-    type: str
-    default: "0"
-    version_added: 0.1.0
-  lock_retries:
-    description: How many times a migration that hit O(lock_timeout) is tried again before the module gives up.
-    type: int
-    default: 5
-    version_added: 0.1.0
-  lock_retry_delay:
-    description: Seconds before the first retry; each further retry waits twice as long.
-    type: float
-    default: 2
-    version_added: 0.1.0
-  online_index_builds:
-    description:
-      - For an up migration made only of C(CREATE INDEX) statements, build each index with
-        C(CREATE INDEX CONCURRENTLY) outside a transaction, so writes to the table go on during the build.
-      - An INVALID index left by an earlier failed build of the same name is dropped and rebuilt. If a build fails,
-        the INVALID leftover and the indexes this migration built are dropped, and the version stays where it was.
-    type: bool
-    default: false
-    version_added: 0.1.0
-  history_table:
-    description:
-      - Table (in O(state_schema)) where each applied file is recorded with its sha256, duration and time.
-        Later runs warn when an applied file has changed since. Empty string switches the history off.
-    type: str
-    default: tmi_migration_history
-    version_added: 0.1.0
-  run_lock_table:
-    description:
-      - The run lock table of M(tmi.migration.pg_run_lock) (in O(state_schema)). Like the history table, it is the
-        collection's own and does not make a database without a state table look migrated already.
-    type: str
-    default: tmi_migration_lock
-    version_added: 0.1.0
 attributes:
   check_mode:
     support: full
@@ -145,6 +79,7 @@ attributes:
 extends_documentation_fragment:
   - community.postgresql.postgres
   - tmi.migration.postgres
+  - tmi.migration.migration_files
 author:
   - tmi.migration maintainers (@tmi-migration)
 """
@@ -309,7 +244,7 @@ unrecorded_tables:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.common.text.converters import to_native
-from ansible_collections.tmi.migration.plugins.module_utils import bookkeeping, migrator
+from ansible_collections.tmi.migration.plugins.module_utils import migrator
 from ansible_collections.tmi.migration.plugins.module_utils import migrations as files
 from ansible_collections.tmi.migration.plugins.module_utils.postgres import argument_spec, connect
 
@@ -321,18 +256,9 @@ def main():
         argument_spec=argument_spec(
             path=dict(type="path"),
             operation=dict(type="str", choices=["migrate", "status", "force"], default="migrate"),
-            target_version=dict(type="str", default="latest"),
             allow_down=dict(type="bool", default=False),
-            state_table=dict(type="str", default=bookkeeping.STATE_TABLE, aliases=["migrations_table"]),
-            state_schema=dict(type="str", aliases=["migrations_schema"]),
             lock_wait_timeout=dict(type="float", default=60),
-            lock_timeout=dict(type="str", default="5s"),
-            statement_timeout=dict(type="str", default="0"),
-            lock_retries=dict(type="int", default=5),
-            lock_retry_delay=dict(type="float", default=2),
-            online_index_builds=dict(type="bool", default=False),
-            history_table=dict(type="str", default=bookkeeping.HISTORY_TABLE),
-            run_lock_table=dict(type="str", default=bookkeeping.RUN_LOCK_TABLE),
+            **migrator.FILE_OPTIONS
         ),
         supports_check_mode=True,
     )
@@ -348,13 +274,7 @@ def main():
         if params["path"] is None:
             migrations, target, latest = {}, None, None
         else:
-            migrations = files.read_migrations(params["path"])
-            target = files.resolve_target(migrations, params["target_version"])
-            latest = files.resolve_target(migrations, "latest")
-        for migration in migrations.values():
-            for path in (migration.up, migration.down):
-                if path:
-                    files.check_syntax(path)
+            migrations, target, latest = files.load(params["path"], params["target_version"])
     except files.MigrationError as error:
         module.fail_json(msg=to_native(error))
 

@@ -63,6 +63,14 @@ options:
     type: bool
     default: false
     version_added: 0.1.0
+  scratch:
+    description:
+      - Restore a scratch copy as O(drop_after) does (marked as a verification restore, the leftovers of earlier ones
+        removed), but keep it after a successful verification, for M(tmi.migration.pg_rehearse) to rehearse the
+        migration on and drop. O(drop_after) implies it.
+    type: bool
+    default: false
+    version_added: 0.1.0
   replace:
     description: Name of the live database to replace with the verified O(target_db).
     type: str
@@ -105,10 +113,11 @@ options:
     version_added: 0.1.0
   remove_leftovers:
     description:
-      - With O(drop_after) (a scratch restore that proves a backup), first drop the scratch databases that earlier
-        verification restores of the same database left behind because their run was killed before it could drop
-        them - databases named as O(target_db) up to its last C(_verify_), followed by another run's id, which this
-        module marked (C(COMMENT ON DATABASE)) as a verification restore of the database the backup was taken of.
+      - With O(drop_after) or O(scratch) (a scratch restore that proves a backup), first drop the scratch databases
+        that earlier verification restores of the same database left behind because their run was killed before it
+        could drop them - databases named as O(target_db) up to its last C(_verify_), followed by another run's id,
+        which this module marked (C(COMMENT ON DATABASE)) as a verification restore of the database the backup was
+        taken of.
         O(target_db) itself and databases without that mark are never dropped. Returns them in RV(leftovers_removed).
       - This is safe only because one run at a time works on a database (the run lock of the playbooks); a
         verification restore of another run of the same database that is still under way would be dropped. Switch
@@ -260,10 +269,16 @@ leftovers_removed:
   description:
     - Scratch databases of earlier, killed verification restores of the same database that were dropped first (see
       O(remove_leftovers)); in check mode, those that would be.
-  returned: with O(drop_after)
+  returned: with O(drop_after) or O(scratch)
   type: list
   elements: str
   sample: [tmi_verify_20261124t010000z_1]
+  version_added: 0.1.0
+scratch_db:
+  description: The verified scratch copy kept for a rehearsal (O(scratch)); M(tmi.migration.pg_rehearse) drops it.
+  returned: with O(scratch), once the copy is verified
+  type: str
+  sample: tmi_verify_20261124t010000z_1
   version_added: 0.1.0
 duration:
   description: Seconds spent restoring and verifying.
@@ -303,6 +318,7 @@ def main():
             verify=dict(type="bool", default=True),
             verify_only=dict(type="bool", default=False),
             drop_after=dict(type="bool", default=False),
+            scratch=dict(type="bool", default=False),
             replace=dict(type="str"),
             keep_old_as=dict(type="str"),
             drop_old=dict(type="bool", default=False),
@@ -322,7 +338,8 @@ def main():
         ),
         required_by=dict(replace="keep_old_as"),
         mutually_exclusive=[("replace", "drop_after"), ("verify_only", "replace"), ("verify_only", "drop_after"),
-                            ("guard_only", "verify_only"), ("guard_only", "drop_after"), ("guard_only", "replace")],
+                            ("guard_only", "verify_only"), ("guard_only", "drop_after"), ("guard_only", "replace"),
+                            ("scratch", "replace"), ("scratch", "verify_only"), ("scratch", "guard_only")],
         supports_check_mode=True,
     )
     params = module.params
@@ -364,7 +381,8 @@ def main():
         if old and restorer.exists(old):
             module.fail_json(msg="Database %s (keep_old_as) already exists; choose another name. Nothing was changed."
                                  % old, **result)
-        if params["drop_after"]:
+        scratch = params["drop_after"] or params["scratch"]
+        if scratch:
             result["leftovers_removed"] = (restorer.scratch_leftovers(target, manifest["database"])
                                            if params["remove_leftovers"] else [])
         result["changed"] = True
@@ -378,7 +396,7 @@ def main():
                         "run left behind (it was killed before it could drop it)." % (name, manifest["database"]))
         if leftover:
             restorer.drop(target)
-        restorer.create(target, manifest, scratch=params["drop_after"])
+        restorer.create(target, manifest, scratch=scratch)
         try:
             with pgtools.PasswordFile(module) as env:
                 error = pgtools.run([pg_restore, "--exit-on-error", "--jobs=%d" % params["jobs"],
@@ -399,6 +417,8 @@ def main():
                                  "touched: %s" % (params["backup"], target, target, to_native(error)), **result)
         if params["drop_after"]:
             restorer.drop(target)
+        elif scratch:
+            result["scratch_db"] = target
         if live:
             restorer.swap(live, target, old)
             result.update(target_db=live, old_db=old, dropped_old=[])
