@@ -37,6 +37,10 @@ def run_failed(run, result, task=""):
     return record.failed(run, result, task)
 
 
+def run_touched(run):
+    return record.touched(run)
+
+
 def run_rollback_failed(run, result, mode="auto"):
     return record.rollback_failed(run, result, mode)
 
@@ -73,6 +77,7 @@ class FilterModule(object):
             "run_update": run_update,
             "run_result_names": run_result_names,
             "run_failed": run_failed,
+            "run_touched": run_touched,
             "run_rollback_failed": run_rollback_failed,
             "run_end": run_end,
             "run_summary": run_summary,

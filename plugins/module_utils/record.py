@@ -31,7 +31,8 @@ import time
 from datetime import datetime, timezone
 
 # The phases of migrate.yml in their order; rollback.yml has lock and rollback only.
-PHASES = ("preflight", "backup", "maintenance", "baseline", "migrate", "validate", "redis", "app", "rollback")
+PHASES = ("preflight", "backup", "rehearsal", "maintenance", "baseline", "migrate", "validate", "redis", "app",
+          "rollback")
 
 # What each phase's roles return (the fact each entry point sets), and the record section it goes to.
 PHASE_RESULTS = {
@@ -39,6 +40,7 @@ PHASE_RESULTS = {
                   ("migration", "migrate_result")),
     "lock": (("run_lock", "run_lock_result"),),
     "backup": (("backup", "backup_result"),),
+    "rehearsal": (("rehearsal", "migrate_rehearsal_result"),),
     "maintenance": (("maintenance", "app_config_maintenance_state"),),
     "baseline": (("baseline", "validate_baseline_result"),),
     "migrate": (("migration", "migrate_result"),),
@@ -55,6 +57,7 @@ SECTIONS = {
     "preflight": {},
     "run_lock": {},
     "backup": {},
+    "rehearsal": {},
     "baseline": {},
     "migration": {},
     "validation": {},
@@ -268,6 +271,15 @@ def end(record, checkpoint=False, clock=None):
     return written
 
 
+# The phases that change production; the ones before them (preflight, backup, rehearsal) only read it.
+TOUCHING = ("maintenance", "baseline", "migrate", "validate", "redis", "app")
+
+
+def touched(record):
+    """Whether the run got to a phase that changes production (so that a failure needs a rollback)."""
+    return any(_mapping(item).get("phase") in TOUCHING for item in record.get("phases") or [])
+
+
 def notice(record):
     """What an operator must know first: the application was left in maintenance mode."""
     if record.get("maintenance") != "enabled" or true(record.get("check_mode", False)):
@@ -371,8 +383,25 @@ def stats(record):
         "backup_verified": true(backup.get("verified", False)),
         "failed_checks": len(_mapping(record.get("validation")).get("failed_checks") or []),
         "rollback": rolled,
+        "rehearsal": rehearsal_verdict(record),
         "criteria": dict((item["criterion"], item["result"]) for item in criteria(record)),
     }
+
+
+def rehearsal_verdict(record):
+    """The rehearsal in a few words: 'not run', the reason it was skipped, 'failed', or 'ok' and whether the
+    planned rollback works, with the longest ACCESS EXCLUSIVE lock."""
+    rehearsal = _mapping(record.get("rehearsal"))
+    if not rehearsal:
+        return "not run"
+    if not true(rehearsal.get("rehearsed", False)):
+        return "FAILED" if rehearsal.get("error") else "skipped (%s)" % rehearsal.get("skipped", "")
+    if rehearsal.get("up_ok") is False or true(rehearsal.get("failed", False)):
+        return "FAILED"
+    longest = max([seconds for entry in rehearsal.get("up") or [] for seconds in
+                   _mapping(_mapping(entry).get("exclusive")).values()] or [0])
+    return "ok; rollback %s; longest ACCESS EXCLUSIVE %s s" % (
+        "works" if true(rehearsal.get("reversible", False)) else "would NOT work", longest)
 
 
 def rollback_outcome(record, auto_rollback=True):
@@ -381,6 +410,9 @@ def rollback_outcome(record, auto_rollback=True):
     rollback = _mapping(record.get("rollback"))
     if not true(backup.get("verified", False)):
         return "none (no verified backup was taken, so nothing had been changed)"
+    if not touched(record) and not rollback:
+        return "none needed (production was not changed: the run stopped in phase %s, before maintenance mode)" % (
+            record.get("failed_phase") or current_phase(record))
     if not true(auto_rollback):
         return "switched off (tmi_auto_rollback=false)"
     if true(record.get("check_mode", False)):
@@ -414,7 +446,8 @@ def summary(record, auto_rollback=True):
 
 
 def rollback_choice(requested, state, record):
-    """auto's choice: emergency when the schema is dirty or the post-migration check found damaged data."""
+    """auto's choice: emergency when the schema is dirty, the post-migration check found damaged data, or the
+    rehearsal showed that the down files do not bring the start back."""
     if requested != "auto":
         return requested
     state = _mapping(state)
@@ -422,6 +455,11 @@ def rollback_choice(requested, state, record):
         return "emergency"
     checks = _mapping(_mapping(record).get("validation")).get("failed_checks") or []
     if any(_mapping(item).get("check") in DATA_CHECKS for item in checks):
+        return "emergency"
+    # The rehearsal ran the down files on the copy and they did not bring the start back.
+    rehearsal = _mapping(_mapping(record).get("rehearsal"))
+    rehearsed = true(rehearsal.get("rehearsed", False)) and true(rehearsal.get("up_ok", False))
+    if rehearsed and not true(rehearsal.get("reversible", False)):
         return "emergency"
     return "planned"
 

@@ -184,6 +184,10 @@ duration:
   description: Seconds the rehearsal took.
   returned: when it ran
   type: float
+stopped:
+  description: Set when the rehearsal says the migration must not go ahead (the module fails with the reason).
+  returned: on that failure
+  type: bool
 dropped:
   description: Whether O(target_db) was dropped.
   returned: always
@@ -241,7 +245,7 @@ def main():
         if not mark or mark[0][0] != SCRATCH_MARK % manifest["database"]:
             module.fail_json(msg="Database %s is not the verified scratch copy of database %s (pg_restore_backup with "
                                  "scratch: true marks it so): the rehearsal runs migrations only on such a copy. "
-                                 "Nothing was changed." % (target_db, manifest["database"]), **result)
+                                 "Nothing was changed." % (target_db, manifest["database"]), stopped=True, **result)
         if module.check_mode:
             module.exit_json(**result)
         problem = None
@@ -260,7 +264,7 @@ def main():
     result["lines"] = rehearsal.summary_lines(result)
     problem = problem or rehearsal.gate(result, params["require_reversible"], params["max_exclusive_seconds"])
     if problem:
-        module.fail_json(msg=problem, **result)
+        module.fail_json(msg=problem, stopped=True, **result)
     if result["rehearsed"] and not result["reversible"]:
         module.warn(rehearsal.irreversible_text(result))
     module.exit_json(**result)

@@ -10,8 +10,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import run_module
 
+from conftest import run_module
 from tmi_testenv import fixture
 
 
@@ -35,8 +35,8 @@ def copy(tmi_db, tmp_path):
                                       "run_id": "r1", **tmi_db.module_args()})
     assert not backup.get("failed"), backup.get("msg")
     scratch = f"{tmi_db.name}_verify_r1"
-    restored = run_module("pg_restore_backup", {"backup": str(Path(backup["manifest"]).parent), "target_db": scratch, "scratch": True,
-                                                "pg_bin_dir": str(tmi_db.server.client_bindir),
+    restored = run_module("pg_restore_backup", {"backup": str(Path(backup["manifest"]).parent), "target_db": scratch,
+                                                "scratch": True, "pg_bin_dir": str(tmi_db.server.client_bindir),
                                                 **tmi_db.module_args(), "login_db": "postgres"})
     assert restored.get("verified") and restored["scratch_db"] == scratch, restored.get("msg")
     return tmi_db, str(Path(backup["manifest"]).parent), scratch
@@ -89,7 +89,8 @@ def test_an_access_exclusive_lock_over_the_budget_stops_before_production(copy):
     result = rehearse(db, backup, scratch, max_exclusive_seconds=0.001)
     assert result["failed"]
     assert "migration 000017 enhance_metadata held an ACCESS EXCLUSIVE lock on public.metadata" in result["msg"]
-    assert "longer than max_exclusive_seconds (0.001 s)" in result["msg"] and "Production was not changed" in result["msg"]
+    assert "longer than max_exclusive_seconds (0.001 s)" in result["msg"]
+    assert "Production was not changed" in result["msg"]
     assert [item["table"] for item in result["exclusive_over"]] == ["public.metadata"]
     assert scratch not in databases(db) and production(db) == before
 

@@ -147,6 +147,34 @@ def test_auto_rollback_choice():
     assert record.rollback_choice("auto", {}, {}) == "emergency"  # the state could not be read
     assert record.rollback_choice("auto", clean, damaged) == "emergency"
     assert record.rollback_choice("planned", dirty, damaged) == "planned"
+    irreversible = {"rehearsal": {"rehearsed": True, "up_ok": True, "reversible": False}}
+    assert record.rollback_choice("auto", clean, irreversible) == "emergency"
+    reversible = {"rehearsal": {"rehearsed": True, "up_ok": True, "reversible": True}}
+    assert record.rollback_choice("auto", clean, reversible) == "planned"
+
+
+def test_a_failure_before_maintenance_mode_needs_no_rollback():
+    run = record.new("r1", "db1")
+    for phase in ("preflight", "backup", "rehearsal"):
+        run = record.start_phase(run, phase)
+    run["backup"] = {"verified": True, "path": "/b"}
+    assert not record.touched(run)
+    run = record.failed(run, {"msg": "The migration failed in the rehearsal"}, "Stop before production")
+    assert record.rollback_outcome(run).startswith("none needed (production was not changed: the run stopped in "
+                                                   "phase rehearsal")
+    assert record.touched(record.start_phase(run, "maintenance"))
+
+
+def test_the_rehearsal_verdict_for_awx():
+    run = record.new("r1", "db1")
+    assert record.stats(run)["rehearsal"] == "not run"
+    run["rehearsal"] = {"rehearsed": False, "skipped": "nothing to migrate"}
+    assert record.stats(run)["rehearsal"] == "skipped (nothing to migrate)"
+    run["rehearsal"] = {"rehearsed": True, "up_ok": True, "reversible": False,
+                        "up": [{"exclusive": {"public.metadata": 1.9}}, {"exclusive": {}}]}
+    assert record.stats(run)["rehearsal"] == "ok; rollback would NOT work; longest ACCESS EXCLUSIVE 1.9 s"
+    run["rehearsal"] = {"rehearsed": True, "up_ok": False, "error": "x"}
+    assert record.stats(run)["rehearsal"] == "FAILED"
 
 
 def test_check_mode_predictions():

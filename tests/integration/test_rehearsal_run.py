@@ -1,0 +1,112 @@
+"""migrate.yml with the rehearsal: the plan runs up and down on the backup's verified copy before
+production is touched, and its gates stop the run there with production exactly as it was
+(version and dirty flag, every table's figures, Redis settings, config file, maintenance mode).
+"""
+
+from __future__ import annotations
+
+import json
+
+from conftest import REPO  # noqa: F401 - the collection must be built for the playbooks
+
+
+def said(result) -> str:
+    """The run's output with the callback's line folding undone."""
+    return " ".join((result.stdout + result.stderr).split())
+
+
+def scratch_copies(environment) -> list[str]:
+    return [row[0] for row in environment.db.query(
+        "SELECT datname FROM pg_database WHERE datname LIKE %s", (environment.db.name + "%_verify_%",))]
+
+
+def test_a_failing_down_file_is_reported_before_maintenance_and_require_reversible_stops_with_nothing_changed(
+        environment):
+    path = environment.broken_migrations(16, "")
+    down = next((environment.tmp_path / "migrations").glob("000016_*.down.sql"))
+    down.write_text(down.read_text() + "\nSELECT 1/0;\n")
+    before = environment.state()
+    result = environment.playbook("migrate.yml", "-e", json.dumps({"tmi_migrations_path": path,
+                                                                  "migrate_require_reversible": True}))
+    assert result.returncode != 0
+    message = said(result)
+    assert "Phase rehearsal failed" in message and "The planned rollback would not work" in message
+    assert "000016_add_performance_indexes.down.sql" in message and "division by zero" in message
+    assert "require_reversible is set" in message and "Production was not changed" in message
+    assert "Rollback: none needed (production was not changed: the run stopped in phase rehearsal" in message
+    assert environment.state() == before
+    assert scratch_copies(environment) == []
+    record = environment.records()[-1]
+    assert record["rehearsal"]["reversible"] is False and record["maintenance"] != "enabled"
+    assert "rollback" not in [phase["phase"] for phase in record["phases"]]
+
+    # Without require_reversible the plan says so before maintenance mode, and the run goes on.
+    result = environment.playbook("migrate.yml", "-e", f"tmi_migrations_path={path}")
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert "The planned rollback would not work" in said(result)  # the module's warning
+    shown = result.stdout.find("rollback: the planned rollback would NOT work")
+    assert 0 <= shown < result.stdout.find("TASK [Switch the application to maintenance mode]")
+    record = environment.records()[-1]
+    assert record["rehearsal"]["reversible"] is False
+    assert record["rehearsal"]["lines"][-1].startswith("rollback: the planned rollback would NOT work")
+    assert environment.state()["version"] == (17, False)
+    assert scratch_copies(environment) == []
+
+
+def test_a_migration_that_fails_on_existing_rows_stops_in_the_rehearsal_with_production_untouched(environment):
+    path = environment.broken_migrations(17, "ALTER TABLE threats ADD CONSTRAINT no_threats CHECK (false);")
+    before = environment.state()
+    result = environment.playbook("migrate.yml", "-e", f"tmi_migrations_path={path}")
+    assert result.returncode != 0
+    message = said(result)
+    assert "Phase rehearsal failed" in message
+    assert "The migration failed in the rehearsal on the verified copy" in message
+    assert 'check constraint "no_threats" of relation "threats" is violated by some row' in message
+    assert "Statement: ALTER TABLE threats ADD CONSTRAINT no_threats CHECK (false)" in message
+    assert "Production was not changed" in message and "MAINTENANCE MODE IS ON" not in message
+    assert environment.state() == before
+    assert scratch_copies(environment) == []
+    record = environment.records()[-1]
+    assert record["failed_phase"] == "rehearsal" and record["rehearsal"]["up_ok"] is False
+    report = (environment.tmp_path / "runs" / record["run_id"] / "run.md").read_text()
+    assert "**The run stopped here: The migration failed in the rehearsal" in report
+
+
+def test_000017_holds_access_exclusive_on_metadata_and_a_tighter_budget_stops_before_production(environment):
+    before = environment.state()
+    result = environment.playbook("migrate.yml", "-e", "migrate_max_exclusive_seconds=0.001")
+    assert result.returncode != 0
+    message = said(result)
+    assert "migration 000017 enhance_metadata held an ACCESS EXCLUSIVE lock on public.metadata" in message
+    assert "longer than max_exclusive_seconds (0.001 s)" in message
+    assert environment.state() == before
+    rehearsal = environment.records()[-1]["rehearsal"]
+    enhance = rehearsal["up"][1]
+    assert enhance["version"] == 17 and enhance["rewritten"] == ["public.metadata"]
+    assert enhance["exclusive"]["public.metadata"] > 0.001
+    assert "metadata ACCESS EXCLUSIVE" in rehearsal["lines"][1] and "(rewritten)" in rehearsal["lines"][1]
+
+
+def test_a_run_shows_the_rehearsal_before_maintenance_and_records_it_for_the_report(environment):
+    result = environment.playbook("migrate.yml")
+    assert result.returncode == 0, result.stdout[-4000:]
+    output = result.stdout
+    assert output.find("000017 enhance_metadata: ") < output.find("TASK [Switch the application to maintenance mode]")
+    record = environment.records()[-1]
+    assert [phase["phase"] for phase in record["phases"]][:4] == ["preflight", "backup", "rehearsal", "maintenance"]
+    assert record["rehearsal"]["reversible"] is True
+    report = (environment.tmp_path / "runs" / record["run_id"] / "run.md").read_text()
+    assert "## Rehearsal" in report and "| 000017 enhance_metadata | 4 |" in report
+    assert "public.metadata ACCESS EXCLUSIVE" in report
+    assert scratch_copies(environment) == []
+
+
+def test_with_the_rehearsal_switched_off_the_run_is_as_before(environment):
+    result = environment.playbook("migrate.yml", "-e", "tmi_rehearse=false")
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert "TASK [Rehearse the migration" not in result.stdout
+    record = environment.records()[-1]
+    assert record["rehearsal"] == {} and "rehearsal" not in [phase["phase"] for phase in record["phases"]]
+    assert record["backup"]["verified"] is True and record["backup"]["scratch_db"] == ""
+    assert environment.state()["version"] == (17, False)
+    assert scratch_copies(environment) == []
