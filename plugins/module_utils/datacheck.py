@@ -14,6 +14,9 @@ and, for tables figured over some columns only, ``columns``) and the per-table c
 * a table whose columns the files change keeps every row and, in the columns it kept, every
   value (a new column with a default is not a change of every row);
 * new tables are reported with their row counts, dropped ones with what they held;
+* a table the rehearsal migrated on the backup's verified copy, where production had no write between the backup
+  and the baseline, should end with the rehearsal's figures; where it does not, the files' statements are not
+  deterministic (now(), random()) or something else wrote: a warning;
 * a change no statement explains, where a statement the analysis cannot read (a DO block, a
   function call) ran, is still an error: it is never silently allowed. An operator may declare
   it (``allow_changes``), which turns it into a warning.
@@ -28,7 +31,7 @@ from ansible_collections.tmi.migration.plugins.module_utils.snapshot import whol
 ERROR = "error"
 WARNING = "warning"
 # Checks that are reported but never fail a run unless an operator promotes them (validate_fail_on).
-WARNING_CHECKS = frozenset(["duplicate_index", "plan", "declared_change", "unused_index"])
+WARNING_CHECKS = frozenset(["duplicate_index", "plan", "declared_change", "unused_index", "differs_from_rehearsal"])
 
 
 def severity(check):
@@ -61,9 +64,22 @@ def _by(change):
     return "; ".join(parts)
 
 
-def judge(baseline, after, changes, unknown=(), allow=None, ignore=()):
+def rehearsed_results(baseline, rehearsed, rehearsed_from):
+    """{table: figures} the migration should end with: the rehearsal's figures after the up files
+    (``rehearsed``), for the tables whose baseline equals what the rehearsal started from
+    (``rehearsed_from``, the backup's figures) - production had no write to them since the backup."""
+    expected = {}
+    for table, figures in (rehearsed or {}).items():
+        start, before = (rehearsed_from or {}).get(table), (baseline or {}).get(table)
+        if start is not None and before is not None and whole_rows(start) == whole_rows(before):
+            expected[table] = figures
+    return expected
+
+
+def judge(baseline, after, changes, unknown=(), allow=None, ignore=(), expected=None):
     """Per table a verdict row, and the findings (each with a severity).
 
+    ``expected``: {table: figures} the rehearsal says the table ends with (``rehearsed_results``).
     Returns (rows, findings). ``rows``: [{table, rows_before, rows_after, content, does, by,
     verdict, message}], one per table of either snapshot.
     """
@@ -84,7 +100,7 @@ def judge(baseline, after, changes, unknown=(), allow=None, ignore=()):
         row = dict(table=table, rows_before=before["rows"] if before else None,
                    rows_after=now["rows"] if now else None, does=sorted(change["does"]) if change else [],
                    by=_by(change) if change else "", verdict="ok", message="")
-        problem = _table_problem(table, before, now, change)
+        problem = _table_problem(table, before, now, change) or _rehearsal_problem(table, now, (expected or {}))
         if now is None:
             row["content"] = "dropped" if before is not None or (change and change.get("state") == "gone") \
                 else "absent"
@@ -107,6 +123,17 @@ def judge(baseline, after, changes, unknown=(), allow=None, ignore=()):
             row.update(verdict=found["severity"], message=message)
         rows.append(row)
     return rows, findings
+
+
+def _rehearsal_problem(table, now, expected):
+    want = expected.get(table)
+    if want is None or now is None or whole_rows(now) == whole_rows(want):
+        return None
+    rows, have = whole_rows(want)[0], whole_rows(now)[0]
+    return ("differs_from_rehearsal", "%s ends with %s than in the rehearsal on the backup's verified copy, which "
+            "started from the same data: a statement of its files is not deterministic (now(), random(), "
+            "an unordered LIMIT), or something else wrote to it" % (
+                table, "%d rows instead of %d" % (have, rows) if rows != have else "other content"))
 
 
 def _kinds_of(check, before, now):

@@ -253,8 +253,10 @@ class Checker(object):
             result["snapshot"] = figures
         ignore = self.ignored()
         if params["compare_to"] is not None and params["changes"] is not None:
+            expected = datacheck.rehearsed_results(params["compare_to"], params["rehearsed"],
+                                                   params["rehearsed_from"])
             rows, findings = datacheck.judge(params["compare_to"], figures, params["changes"], params["unknown"],
-                                             params["allow_changes"], ignore)
+                                             params["allow_changes"], ignore, expected)
             result["data_check"] = rows
             result["differences"] = findings
             self.failed.extend(findings)

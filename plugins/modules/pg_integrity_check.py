@@ -156,6 +156,20 @@ options:
     elements: raw
     default: []
     version_added: 0.1.0
+  rehearsed:
+    description:
+      - With O(changes), the figures the rehearsal on the backup's verified copy ended with after the up files
+        (M(tmi.migration.pg_rehearse)'s RV(tmi.migration.pg_rehearse#module:figures_after_up)). A table whose
+        O(compare_to) figures equal O(rehearsed_from)'s - production had no write to it since the backup - must end
+        with them; otherwise a C(differs_from_rehearsal) warning names it.
+    type: dict
+    default: {}
+    version_added: 0.1.0
+  rehearsed_from:
+    description: The figures the rehearsal started from (the backup's, C(backup_result.figures)).
+    type: dict
+    default: {}
+    version_added: 0.1.0
   compare_ignore:
     description:
       - Tables (C(schema.table)) left out of the comparison besides the bookkeeping tables (O(state_table),
@@ -312,6 +326,8 @@ def main():
             changes=dict(type="dict"),
             unknown=dict(type="list", elements="dict", default=[]),
             allow_changes=dict(type="list", elements="raw", default=[]),
+            rehearsed=dict(type="dict", default={}),
+            rehearsed_from=dict(type="dict", default={}),
         ),
         supports_check_mode=True,
     )

@@ -98,6 +98,9 @@ def test_a_run_shows_the_rehearsal_before_maintenance_and_records_it_for_the_rep
     report = (environment.tmp_path / "runs" / record["run_id"] / "run.md").read_text()
     assert "## Rehearsal" in report and "| 000017 enhance_metadata | 4 |" in report
     assert "public.metadata ACCESS EXCLUSIVE" in report
+    # 000017 retypes metadata.key the same way on the copy and in production: the same figures.
+    assert set(record["rehearsal"]["figures_after_up"]) == {"public.metadata"}
+    assert [w for w in record["validation"]["warnings"] if w["check"] == "differs_from_rehearsal"] == []
     assert scratch_copies(environment) == []
 
 
@@ -110,3 +113,13 @@ def test_with_the_rehearsal_switched_off_the_run_is_as_before(environment):
     assert record["backup"]["verified"] is True and record["backup"]["scratch_db"] == ""
     assert environment.state()["version"] == (17, False)
     assert scratch_copies(environment) == []
+
+
+def test_a_table_that_ends_otherwise_than_in_the_rehearsal_is_named_in_a_warning(environment):
+    path = environment.broken_migrations(17, "UPDATE threats SET name = md5(random()::text);")
+    result = environment.playbook("migrate.yml", "-e", f"tmi_migrations_path={path}")
+    assert result.returncode == 0, result.stdout[-4000:]
+    warnings = [w for w in environment.records()[-1]["validation"]["warnings"]
+                if w["check"] == "differs_from_rehearsal"]
+    assert [w["table"] for w in warnings] == ["public.threats"]
+    assert "not deterministic" in warnings[0]["message"]

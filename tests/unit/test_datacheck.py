@@ -244,3 +244,20 @@ def test_a_renamed_table_is_judged_against_the_rows_it_had():
     assert findings == [] and {r["table"]: r["content"] for r in rows} == {T: "dropped", "public.u": "unchanged"}
     _rows, lost = datacheck.judge({T: fig(10)}, {"public.u": fig(3, "d")}, changes)
     assert [(f["check"], f["table"]) for f in lost] == [("data_lost", "public.u")]
+
+
+def test_a_table_production_did_not_write_since_the_backup_must_end_as_in_the_rehearsal():
+    written = {"public.metadata": change("write")}
+    start = {"public.metadata": fig(10, "1")}
+    rehearsed = {"public.metadata": fig(10, "2")}
+    expected = datacheck.rehearsed_results(start, rehearsed, start)
+    assert expected == rehearsed
+    _rows, findings = datacheck.judge(start, rehearsed, written, expected=expected)
+    assert findings == []
+    _rows, findings = datacheck.judge(start, {"public.metadata": fig(10, "3")}, written, expected=expected)
+    assert [f["check"] for f in findings] == ["differs_from_rehearsal"] and findings[0]["severity"] == "warning"
+    assert "other content" in findings[0]["message"]
+    _rows, findings = datacheck.judge(start, {"public.metadata": fig(11, "3")}, written, expected=expected)
+    assert "11 rows instead of 10" in findings[0]["message"]
+    # Production wrote to the table between the backup and the baseline: the rehearsal says nothing of it.
+    assert datacheck.rehearsed_results({"public.metadata": fig(11, "9")}, rehearsed, start) == {}
