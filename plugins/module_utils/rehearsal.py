@@ -231,8 +231,8 @@ class Observer(object):
         pid = self.query("SELECT pg_backend_pid()")[0][0]
         start = self.relations()
         sampler = _Sampler(watch, pid)
-        started = time.monotonic()
         sampler.start()
+        started = time.monotonic()
         try:
             call()
         finally:
@@ -256,11 +256,14 @@ class _Sampler(object):
         self.pid = pid
         self.seen = {}  # (oid, pg_locks mode) -> [first seen, last seen]
         self.stopping = threading.Event()
+        self.ready = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="lock-sampler")
         self.thread.daemon = True
 
     def start(self):
+        """Start sampling; returns once the first sample is taken, so that the statement runs under watch."""
         self.thread.start()
+        self.ready.wait(5)
 
     def stop(self):
         self.stopping.set()
@@ -273,6 +276,7 @@ class _Sampler(object):
                 now = time.monotonic()
                 for oid, mode in cur.fetchall():
                     self.seen.setdefault((oid, mode), [now, now])[1] = now
+                self.ready.set()
                 self.stopping.wait(SAMPLE_INTERVAL)
 
 
@@ -331,12 +335,15 @@ class Rehearsal(migrator.Migrator):
             raise failure.error from failure
 
     def _run_online(self, body, retries, delay):
-        attempts = []
+        # The same CREATE INDEX CONCURRENTLY statements as pg_migrate's online builds, each observed. Nobody else
+        # uses the copy, so there is no lock to wait for and no retry; a failed build is the file's failure.
         builds = [statement for _name, _schema, statement in files.concurrent_index_builds(body)]
-        self.observed = [self.observer.watched(
-            lambda: attempts.append(super(Rehearsal, self)._run_online(body, retries, delay)),
-            "; ".join(builds), self.watch)]
-        return attempts[0]
+        try:
+            self.observed = self.observer.sampled(builds, self.execute, self.watch)
+        except StatementFailed as failure:
+            self.observed, self.failed_at = failure.observed, failure.index
+            raise migrator.OnlineBuildFailed(failure.error) from failure
+        return 1
 
     def step(self, migration, direction, after, before):
         """Apply one file observed: (its entry, None) or (its entry, the server's error)."""
@@ -353,13 +360,17 @@ class Rehearsal(migrator.Migrator):
             entry["ok"] = False
             error = failure.__cause__ or failure
         statements = self.observed
-        predicted = analysis.analyse_sql(body, self.schema)
-        if len(predicted) == len(files.split_statements(body)):
-            for index, observed in enumerate(statements if len(statements) <= len(predicted) else ()):
-                observed.update(line=predicted[index]["line"], predicted=predicted[index].get("locks", {}))
-            if self.failed_at is not None and self.failed_at < len(predicted):
-                entry["failed_statement"] = dict(line=predicted[self.failed_at]["line"],
-                                                 statement=predicted[self.failed_at]["statement"])
+        # The file's statements in order, with their lines; the prediction is the analysis of what ran (an
+        # online build runs CREATE INDEX CONCURRENTLY where the file says CREATE INDEX).
+        in_file = analysis.analyse_sql(body, self.schema)
+        for index, observed in enumerate(statements):
+            if index < len(in_file):
+                observed["line"] = in_file[index]["line"]
+            ran = analysis.analyse_sql(observed["statement"], self.schema)
+            observed["predicted"] = ran[0].get("locks", {}) if len(ran) == 1 else {}
+        if self.failed_at is not None and self.failed_at < len(in_file):
+            entry["failed_statement"] = dict(line=in_file[self.failed_at]["line"],
+                                             statement=in_file[self.failed_at]["statement"])
         entry.update(statements=statements, exclusive=exclusive_seconds(statements),
                      rewritten=sorted(set(t for s in statements for t in s["rewritten"])))
         if error is not None:

@@ -74,7 +74,8 @@ def test_the_rehearsal_of_000017_reports_metadata_rewritten_under_access_exclusi
     # 000016 builds its indexes CONCURRENTLY (online_index_builds): writers are never blocked.
     indexes = result["up"][0]
     assert indexes["mode"] == "online" and indexes["exclusive"] == {}
-    assert all(mode == "SHARE UPDATE EXCLUSIVE" for s in indexes["statements"] for mode in s["taken"].values())
+    assert [list(s["taken"].values()) for s in indexes["statements"]] == [["SHARE UPDATE EXCLUSIVE"]] * 13
+    assert indexes["statements"][0]["taken"] == {"public.threats": "SHARE UPDATE EXCLUSIVE"}
     assert result["reversible"] and result["schema_restored"] and result["data_restored"], result.get("down_error")
     assert set(result["figures_after_up"]) == {"public.metadata"}
     assert result["lines"][1].startswith("000017 enhance_metadata: ")
