@@ -25,8 +25,12 @@ FAULTS = {
     "backup": ({"backup_pg_bin_dir": "/nonexistent/bin"}, False, None),
     # The scratch database of the verification already exists (created by the test).
     "backup_verification": ({"tmi_run_id": "faultverify"}, False, None),
-    "migration_16": ({"migrate_online_index_builds": False}, True, (16, "SELECT 1/0;")),
-    "migration_17": ({}, True, (17, "SELECT 1/0;")),
+    # A file that fails on the data stops the run in the rehearsal, on the backup's copy: production is not touched.
+    "rehearsal": ({}, False, (17, "SELECT 1/0;")),
+    # The same failure in production itself (one the rehearsal could not see, such as rows written after the
+    # backup that break a new constraint): the rehearsal is switched off to get there.
+    "migration_16": ({"migrate_online_index_builds": False, "tmi_rehearse": False}, True, (16, "SELECT 1/0;")),
+    "migration_17": ({"tmi_rehearse": False}, True, (17, "SELECT 1/0;")),
     "post_validation": ({"validate_expected_indexes": [{"name": "idx_missing_on_purpose", "table": "threats",
                                                         "columns": ["name"]}]}, True, None),
     "redis": ({"redis_config_settings": {"maxmemory-policy": "not-a-policy"}}, True, None),
@@ -37,7 +41,7 @@ FAULTS = {
     "health": ({"app_config_database": {"host": "127.0.0.1", "port": 1, "name": "tmi", "user": "x", "password": "y"},
                 "app_config_health_retries": 1, "app_config_health_delay": 0}, True, None),
 }
-PHASE_OF = {"preflight": "preflight", "backup": "backup", "backup_verification": "backup",
+PHASE_OF = {"preflight": "preflight", "backup": "backup", "backup_verification": "backup", "rehearsal": "rehearsal",
             "migration_16": "migrate", "migration_17": "migrate", "post_validation": "validate", "redis": "redis",
             "config_render": "preflight", "restart": "app", "health": "app"}
 
@@ -70,14 +74,16 @@ def test_a_failure_at_each_phase_leaves_the_environment_as_before(environment, f
         assert record["rollback"]["mode"] == expected_mode
     else:
         assert "rollback" not in record or not record["rollback"]
-        assert "no verified backup was taken" in message
+        assert ("none needed (production was not changed" if fault == "rehearsal"
+                else "no verified backup was taken") in message
 
 
 def test_killed_mid_migration_then_rollback_playbook_restores_a_clean_state(environment, pg_server):
     before = environment.state()
     # A migration that holds its batch open long enough to be killed in the middle of it.
     path = environment.broken_migrations(17, "SELECT pg_sleep(60);")
-    runner = environment.playbook("migrate.yml", "-e", json.dumps({"tmi_migrations_path": path,
+    # Without the rehearsal, which would sleep its minute on the backup's copy first.
+    runner = environment.playbook("migrate.yml", "-e", json.dumps({"tmi_migrations_path": path, "tmi_rehearse": False,
                                                                   "migrate_statement_timeout": "0"}),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     watcher = pg_server.connect(environment.db.name)  # autocommit: every poll sees a fresh pg_stat_activity
