@@ -24,6 +24,15 @@ is not PostgreSQL's own, a DO block that builds SQL at run time) is ``unknown``:
 any table. A DO block in PL/pgSQL without dynamic SQL is read statement by statement (pglast
 parses PL/pgSQL too), so the common ``DO $$ BEGIN IF NOT EXISTS (...) THEN ALTER TABLE ...``
 is understood.
+
+Each statement also gets ``locks``: per table it names, the table-level lock PostgreSQL's
+documentation says it takes (the names of ``locks.py``, the strongest per table), and
+``locks_unknown`` when that cannot be known (an unknown effect, the table of an index nobody
+knows, VACUUM or REINDEX of a whole schema). Hand-written too: squawk and eugene know such
+rules, but both are Rust command-line programs that print advice, not libraries the modules can
+call, and neither returns per statement which lock lands on which table in a form the plan, the
+rehearsal's observations (``pg_locks``) and the lint (``lint.py``) can share. ``review`` adds the
+tables' sizes and the lint findings, graded by those sizes, to a plan's analysis.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -32,6 +41,8 @@ __metaclass__ = type
 
 import json
 import re
+
+from ansible_collections.tmi.migration.plugins.module_utils import lint, locks
 
 try:
     import pglast
@@ -129,6 +140,13 @@ class Statement(object):
         self.drops = {"tables": [], "indexes": [], "constraints": [], "views": []}
         self.unknown = None
         self.rewrites = []
+        self.locks = {}  # qualified table -> the strongest lock mode predicted (locks.MODES names)
+        self.locks_unknown = False
+
+    def lock(self, table, mode):
+        """Predict ``mode`` on ``table``; a table keeps the strongest mode predicted for it."""
+        if locks.stronger(mode, self.locks.get(table)):
+            self.locks[table] = mode
 
     def touch(self, table, does, what, **extra):
         entry = self.tables.setdefault(table, {"does": set(), "what": []})
@@ -148,7 +166,8 @@ class Statement(object):
                     creates=dict((k, v) for k, v in self.creates.items() if v),
                     drops=dict((k, v) for k, v in self.drops.items() if v),
                     tables=dict((name, dict(entry, does=sorted(entry["does"])))
-                                for name, entry in sorted(self.tables.items())))
+                                for name, entry in sorted(self.tables.items())),
+                    locks=dict(sorted(self.locks.items())), locks_unknown=self.locks_unknown)
 
 
 def _is_user_function(name, user_functions):
@@ -313,7 +332,7 @@ def _plpgsql_queries(node, found):
     return True
 
 
-def _do_block(statement, stmt, default_schema, user_functions):
+def _do_block(statement, stmt, default_schema, user_functions, facts):
     """A DO block in PL/pgSQL without dynamic SQL is read statement by statement; anything else is unknown."""
     options = dict((o.defname, o.arg.sval) for o in stmt.args or () if hasattr(o.arg, "sval"))
     if options.get("language", "plpgsql").lower() != "plpgsql" or "as" not in options:
@@ -335,9 +354,12 @@ def _do_block(statement, stmt, default_schema, user_functions):
             statement.unknown = "a DO block with a statement this analysis cannot parse"
             return
         for raw in inner:
-            part = analyse_statement(raw, query, statement.line, default_schema, user_functions)
+            part = analyse_statement(raw, query, statement.line, default_schema, user_functions, facts)
             if part.unknown:
                 statement.unknown = "a DO block: %s" % part.unknown
+            for table, mode in part.locks.items():
+                statement.lock(table, mode)
+            statement.locks_unknown = statement.locks_unknown or part.locks_unknown
             for table, entry in part.tables.items():
                 for does in entry["does"]:
                     statement.touch(table, does, "in a DO block: " + "; ".join(entry["what"]),
@@ -360,13 +382,363 @@ def _modifications(statement, stmt, default_schema, user_functions):
         statement.unknown = "calls %s, which may change any table" % ", ".join(calls)
 
 
-def analyse_statement(raw, text, line, default_schema="public", user_functions=()):
-    """The Statement for one parsed statement (``raw`` from pglast.parse_sql)."""
+# --- predicted locks ---------------------------------------------------------------------------------------------
+# The table-level lock each statement takes on each table it names, as PostgreSQL's documentation gives them:
+# https://www.postgresql.org/docs/current/explicit-locking.html#LOCKING-TABLES (which command takes which mode),
+# https://www.postgresql.org/docs/current/sql-altertable.html (each subcommand's mode; with several subcommands "the
+# strictest lock required by any of them"; a foreign key also takes SHARE ROW EXCLUSIVE on the referenced table;
+# VALIDATE CONSTRAINT of a foreign key ROW SHARE on it; ATTACH PARTITION SHARE UPDATE EXCLUSIVE on the parent and
+# ACCESS EXCLUSIVE on the partition; DETACH PARTITION CONCURRENTLY SHARE UPDATE EXCLUSIVE on both),
+# sql-createindex.html and sql-dropindex.html (SHARE, or with CONCURRENTLY SHARE UPDATE EXCLUSIVE; DROP INDEX ACCESS
+# EXCLUSIVE on the index's table), sql-reindex.html (SHARE on the table), sql-createtrigger.html, sql-lock.html,
+# sql-refreshmaterializedview.html, sql-cluster.html, sql-vacuum.html, sql-createtable.html (INHERITS, PARTITION OF).
+# Checked against pg_locks on PostgreSQL 18, which also gave the modes no page states: DROP TRIGGER, DROP POLICY and
+# DROP RULE (ACCESS EXCLUSIVE), COMMENT ON a table or column (SHARE UPDATE EXCLUSIVE) or on a constraint, trigger
+# or policy (ACCESS SHARE), GRANT (ACCESS SHARE), DROP TABLE or DROP CONSTRAINT of a foreign key (ACCESS EXCLUSIVE
+# on the other table too).
+_AS, _RS, _RE, _SUE, _SHARE, _SRE, _EXCL, _AE = locks.MODES
+_TRIGGER_TOGGLES = ("AT_EnableTrig", "AT_EnableAlwaysTrig", "AT_EnableReplicaTrig", "AT_DisableTrig",
+                    "AT_EnableTrigAll", "AT_DisableTrigAll", "AT_EnableTrigUser", "AT_DisableTrigUser")
+# ALTER TABLE subcommands weaker than ACCESS EXCLUSIVE (every other one takes ACCESS EXCLUSIVE).
+_ALTER_TABLE_MODES = dict([(name, _SRE) for name in _TRIGGER_TOGGLES] + [
+    (name, _SUE) for name in ("AT_SetStatistics", "AT_SetOptions", "AT_ResetOptions", "AT_ValidateConstraint",
+                              "AT_ClusterOn", "AT_DropCluster", "AT_AttachPartition", "AT_DetachPartitionFinalize")])
+# Storage parameters SET (...) changes under SHARE UPDATE EXCLUSIVE; any other (user_catalog_table) takes ACCESS
+# EXCLUSIVE.
+_LIGHT_OPTIONS = re.compile(r"^(fillfactor|toast_tuple_target|parallel_workers|log_autovacuum_min_duration"
+                            r"|(toast\.)?(autovacuum_|vacuum_).*)$")
+_LIGHT_COMMENTS = ("OBJECT_TABCONSTRAINT", "OBJECT_TRIGGER", "OBJECT_POLICY", "OBJECT_RULE")
+# The catalog query of the facts below: each index of the database (not the system's) and its table.
+INDEX_TABLES_SQL = (
+    "SELECT ni.nspname || '.' || ci.relname, nt.nspname || '.' || ct.relname FROM pg_index x "
+    "JOIN pg_class ci ON ci.oid = x.indexrelid JOIN pg_namespace ni ON ni.oid = ci.relnamespace "
+    "JOIN pg_class ct ON ct.oid = x.indrelid JOIN pg_namespace nt ON nt.oid = ct.relnamespace "
+    "WHERE ni.nspname NOT IN ('pg_catalog', 'information_schema') AND ni.nspname NOT LIKE 'pg\\_toast%'")
+
+
+class Facts(object):
+    """What lock prediction needs beyond the statement: each index's table and the foreign keys, from the catalog,
+    kept up to date with what the planned statements before create, rename and drop."""
+
+    def __init__(self, index_tables=None, foreign_keys=()):
+        self.index_tables = dict(index_tables or {})
+        self.foreign_keys = [dict(table=k["table"], ref_table=k["ref_table"], name=k.get("name"))
+                             for k in foreign_keys]
+
+    def reference(self, table, name):
+        """The table a foreign key ``name`` of ``table`` references, or None when it is not a known foreign key."""
+        for key in self.foreign_keys:
+            if key["table"] == table and key["name"] == name:
+                return key["ref_table"]
+        return None
+
+    def rename_table(self, old, new):
+        for index, table in list(self.index_tables.items()):
+            if table == old:
+                self.index_tables[index] = new
+        for key in self.foreign_keys:
+            for side in ("table", "ref_table"):
+                if key[side] == old:
+                    key[side] = new
+
+    def drop_table(self, table):
+        self.foreign_keys = [k for k in self.foreign_keys if table not in (k["table"], k["ref_table"])]
+        for index in [i for i, t in self.index_tables.items() if t == table]:
+            del self.index_tables[index]
+
+
+class _Relations(Visitor):
+    """The relations a query names and the lock each takes: the target of INSERT, UPDATE, DELETE and MERGE ROW
+    EXCLUSIVE, a table read ACCESS SHARE, a table of SELECT ... FOR UPDATE/SHARE ROW SHARE (CTE names left out)."""
+
+    def __init__(self):
+        self.ctes = set()
+        self.found = []
+
+    def visit_CommonTableExpr(self, ancestors, node):
+        self.ctes.add(node.ctename)
+
+    def visit_RangeVar(self, ancestors, node):
+        self.found.append((node, _AS))
+
+    def visit_InsertStmt(self, ancestors, node):
+        self.found.append((node.relation, _RE))
+
+    def visit_UpdateStmt(self, ancestors, node):
+        self.found.append((node.relation, _RE))
+
+    def visit_DeleteStmt(self, ancestors, node):
+        self.found.append((node.relation, _RE))
+
+    def visit_MergeStmt(self, ancestors, node):
+        self.found.append((node.relation, _RE))
+
+    def visit_SelectStmt(self, ancestors, node):
+        for clause in node.lockingClause or ():
+            for relation in clause.lockedRels or _from_tables(node.fromClause or ()):
+                self.found.append((relation, _RS))
+
+    def lock(self, statement, schema):
+        for relation, mode in self.found:
+            if relation.schemaname or relation.relname not in self.ctes:
+                statement.lock(_rangevar(relation, schema), mode)
+
+
+def _from_tables(items):
+    """The RangeVars of a FROM list, through its joins (not into subqueries)."""
+    for item in items:
+        if isinstance(item, pg_ast.RangeVar):
+            yield item
+        elif isinstance(item, pg_ast.JoinExpr):
+            yield from _from_tables([item.larg, item.rarg])
+
+
+def _lock_query(statement, node, schema):
+    if node is not None:
+        relations = _Relations()
+        relations(node)
+        relations.lock(statement, schema)
+
+
+def _lock_foreign_key(statement, table, constraint, schema, facts):
+    """A foreign key takes SHARE ROW EXCLUSIVE on the referenced table (and on its own, which ALTER TABLE's own
+    mode covers); it is remembered, for a later VALIDATE or DROP CONSTRAINT."""
+    ref = _rangevar(constraint.pktable, schema)
+    if ref != table:
+        statement.lock(ref, _SRE)
+    facts.foreign_keys.append(dict(table=table, ref_table=ref, name=constraint.conname))
+
+
+def _foreign_keys(column_or_constraint):
+    if isinstance(column_or_constraint, pg_ast.ColumnDef):
+        return [c for c in column_or_constraint.constraints or () if c.contype == pg_enums.ConstrType.CONSTR_FOREIGN]
+    if isinstance(column_or_constraint, pg_ast.Constraint):
+        return [column_or_constraint] if column_or_constraint.contype == pg_enums.ConstrType.CONSTR_FOREIGN else []
+    return []
+
+
+def _lock_alter_table(statement, stmt, schema, facts):
+    if pg_enums.ObjectType(stmt.objtype).name not in ("OBJECT_TABLE", "OBJECT_MATVIEW") or stmt.relation is None:
+        return  # ALTER INDEX, VIEW, SEQUENCE: no table lock
+    table = _rangevar(stmt.relation, schema)
+    for cmd in stmt.cmds or ():
+        subtype = pg_enums.AlterTableType(cmd.subtype).name
+        mode = _ALTER_TABLE_MODES.get(subtype, _AE)
+        keys = _foreign_keys(cmd.def_) if subtype in ("AT_AddColumn", "AT_AddConstraint") else []
+        for key in keys:
+            _lock_foreign_key(statement, table, key, schema, facts)
+        if subtype == "AT_AddConstraint" and keys:
+            mode = _SRE
+        elif subtype in ("AT_SetRelOptions", "AT_ResetRelOptions"):
+            light = all(_LIGHT_OPTIONS.match(("%s.%s" % (o.defnamespace, o.defname)) if o.defnamespace else o.defname)
+                        for o in cmd.def_ or ())
+            mode = _SUE if light else _AE
+        elif subtype in ("AT_ValidateConstraint", "AT_DropConstraint"):
+            ref = facts.reference(table, cmd.name)
+            if ref and ref != table:
+                statement.lock(ref, _RS if subtype == "AT_ValidateConstraint" else _AE)
+        elif subtype in ("AT_AttachPartition", "AT_DetachPartition") and isinstance(cmd.def_, pg_ast.PartitionCmd):
+            concurrent = subtype == "AT_DetachPartition" and cmd.def_.concurrent
+            mode = _SUE if concurrent or subtype == "AT_AttachPartition" else _AE
+            statement.lock(_rangevar(cmd.def_.name, schema), _SUE if concurrent else _AE)
+        elif subtype in ("AT_AddInherit", "AT_DropInherit") and isinstance(cmd.def_, pg_ast.RangeVar):
+            statement.lock(_rangevar(cmd.def_, schema), _SUE)
+        statement.lock(table, mode)
+
+
+def _lock_create_table(statement, stmt, schema, facts):
+    table = _rangevar(stmt.relation, schema)
+    for parent in stmt.inhRelations or ():
+        # PARTITION OF takes ACCESS EXCLUSIVE on the parent, INHERITS SHARE UPDATE EXCLUSIVE.
+        statement.lock(_rangevar(parent, schema), _AE if stmt.partbound is not None else _SUE)
+    for element in stmt.tableElts or ():
+        if isinstance(element, pg_ast.TableLikeClause):
+            statement.lock(_rangevar(element.relation, schema), _AS)
+        for key in _foreign_keys(element):
+            _lock_foreign_key(statement, table, key, schema, facts)
+
+
+def _lock_drop(statement, stmt, schema, facts):
+    kind = pg_enums.ObjectType(stmt.removeType).name
+    cascade = stmt.behavior == pg_enums.DropBehavior.DROP_CASCADE
+    for obj in stmt.objects or ():
+        if kind in ("OBJECT_TABLE", "OBJECT_MATVIEW"):
+            table = qualify(*_names(obj), default_schema=schema)
+            statement.lock(table, _AE)
+            # Its foreign keys go, and with them their triggers on the tables at their other end.
+            for key in facts.foreign_keys:
+                if key["table"] == table and key["ref_table"] != table:
+                    statement.lock(key["ref_table"], _AE)
+                elif cascade and key["ref_table"] == table and key["table"] != table:
+                    statement.lock(key["table"], _AE)
+            facts.drop_table(table)
+        elif kind == "OBJECT_INDEX":
+            index = qualify(*_names(obj), default_schema=schema)
+            table = facts.index_tables.pop(index, None)
+            if table is None:
+                statement.locks_unknown = True
+            else:
+                statement.lock(table, _SUE if stmt.concurrent else _AE)
+        elif kind in ("OBJECT_TRIGGER", "OBJECT_POLICY", "OBJECT_RULE"):
+            parts = [p.sval for p in obj][:-1]
+            statement.lock(qualify(parts[-2] if len(parts) > 1 else None, parts[-1], schema), _AE)
+
+
+def _lock_rename(statement, stmt, schema, facts):
+    kind = pg_enums.ObjectType(stmt.renameType).name
+    if stmt.relation is None:
+        return
+    relation = _rangevar(stmt.relation, schema)
+    if kind == "OBJECT_INDEX":  # SHARE UPDATE EXCLUSIVE on the index alone
+        table = facts.index_tables.pop(relation, None)
+        if table is not None:
+            facts.index_tables[qualify(stmt.relation.schemaname, stmt.newname, schema)] = table
+    elif kind in ("OBJECT_TABLE", "OBJECT_MATVIEW", "OBJECT_TABCONSTRAINT", "OBJECT_TRIGGER", "OBJECT_POLICY",
+                  "OBJECT_RULE") or (kind == "OBJECT_COLUMN" and pg_enums.ObjectType(stmt.relationType).name in (
+                      "OBJECT_TABLE", "OBJECT_MATVIEW")):
+        statement.lock(relation, _AE)
+        if kind == "OBJECT_TABLE":
+            facts.rename_table(relation, qualify(stmt.relation.schemaname, stmt.newname, schema))
+        elif kind == "OBJECT_TABCONSTRAINT":
+            for key in facts.foreign_keys:
+                if key["table"] == relation and key["name"] == stmt.subname:
+                    key["name"] = stmt.newname
+
+
+def _lock_owned_by(statement, options, schema):
+    for option in options or ():
+        if option.defname == "owned_by" and option.arg and len(option.arg) > 1:
+            parts = [p.sval for p in option.arg][:-1]
+            statement.lock(qualify(parts[-2] if len(parts) > 1 else None, parts[-1], schema), _AS)
+
+
+def _lock_maintenance(statement, stmt, schema, facts):
+    """VACUUM, ANALYZE, CLUSTER, REINDEX: per table named; of every table (none named), unknown."""
+    kind = type(stmt).__name__
+    if kind == "VacuumStmt":
+        full = any(o.defname == "full" for o in stmt.options or ())
+        relations = [r.relation for r in stmt.rels or () if getattr(r, "relation", None) is not None]
+        mode = _AE if full else _SUE
+    elif kind == "ClusterStmt":
+        relations, mode = [stmt.relation] if stmt.relation is not None else [], _AE
+    else:
+        concurrent = any(getattr(p, "defname", "") == "concurrently" for p in stmt.params or ())
+        mode = _SUE if concurrent else _SHARE
+        which = pg_enums.ReindexObjectType(stmt.kind).name
+        relations = [stmt.relation] if which in ("REINDEX_OBJECT_TABLE", "REINDEX_OBJECT_INDEX") else []
+        if which == "REINDEX_OBJECT_INDEX":
+            table = facts.index_tables.get(_rangevar(stmt.relation, schema))
+            if table is not None:
+                statement.lock(table, mode)
+            else:
+                statement.locks_unknown = True
+            return
+    if not relations:
+        statement.locks_unknown = True
+    for relation in relations:
+        statement.lock(_rangevar(relation, schema), mode)
+
+
+def _lock_comment(statement, stmt, schema):
+    kind = pg_enums.ObjectType(stmt.objtype).name
+    if kind in ("OBJECT_TABLE", "OBJECT_MATVIEW", "OBJECT_COLUMN", *_LIGHT_COMMENTS) and stmt.object:
+        parts = [p.sval for p in stmt.object]
+        if kind not in ("OBJECT_TABLE", "OBJECT_MATVIEW"):
+            parts = parts[:-1]
+        statement.lock(qualify(parts[-2] if len(parts) > 1 else None, parts[-1], schema),
+                       _AS if kind in _LIGHT_COMMENTS else _SUE)
+
+
+def _predict_locks(statement, stmt, schema, facts):
+    """Set ``statement.locks`` (and ``locks_unknown``) for one parsed statement."""
+    kind = type(stmt).__name__
+    if kind in ("SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"):
+        _lock_query(statement, stmt, schema)
+    elif kind == "AlterTableStmt":
+        _lock_alter_table(statement, stmt, schema, facts)
+    elif kind == "CreateStmt":
+        _lock_create_table(statement, stmt, schema, facts)
+    elif kind in ("CreateTableAsStmt", "ViewStmt"):
+        _lock_query(statement, stmt.query, schema)
+    elif kind == "DropStmt":
+        _lock_drop(statement, stmt, schema, facts)
+    elif kind == "RenameStmt":
+        _lock_rename(statement, stmt, schema, facts)
+    elif kind == "IndexStmt":
+        statement.lock(_rangevar(stmt.relation, schema), _SUE if stmt.concurrent else _SHARE)
+        if stmt.idxname:
+            facts.index_tables[qualify(stmt.relation.schemaname, stmt.idxname, schema)] = _rangevar(
+                stmt.relation, schema)
+    elif kind == "TruncateStmt":
+        pending = [_rangevar(r, schema) for r in stmt.relations or ()]
+        while pending:  # CASCADE truncates the referencing tables too, all the way down
+            table = pending.pop()
+            if table not in statement.locks:
+                statement.lock(table, _AE)
+                if stmt.behavior == pg_enums.DropBehavior.DROP_CASCADE:
+                    pending.extend(k["table"] for k in facts.foreign_keys if k["ref_table"] == table)
+    elif kind == "CopyStmt":
+        if stmt.relation is not None:
+            statement.lock(_rangevar(stmt.relation, schema), _RE if stmt.is_from else _AS)
+        _lock_query(statement, stmt.query, schema)
+    elif kind == "CreateTrigStmt":
+        statement.lock(_rangevar(stmt.relation, schema), _SRE)
+    elif kind in ("CreatePolicyStmt", "AlterPolicyStmt"):
+        statement.lock(_rangevar(stmt.table, schema), _AE)
+    elif kind == "RuleStmt":
+        statement.lock(_rangevar(stmt.relation, schema), _AE)
+    elif kind == "CreateStatsStmt":
+        for relation in stmt.relations or ():
+            if isinstance(relation, pg_ast.RangeVar):
+                statement.lock(_rangevar(relation, schema), _SUE)
+    elif kind == "CommentStmt":
+        _lock_comment(statement, stmt, schema)
+    elif kind == "GrantStmt" and pg_enums.ObjectType(stmt.objtype).name == "OBJECT_TABLE":
+        if stmt.targtype == pg_enums.GrantTargetType.ACL_TARGET_OBJECT:
+            for relation in stmt.objects or ():
+                statement.lock(_rangevar(relation, schema), _AS)
+        else:  # ON ALL TABLES IN SCHEMA
+            statement.locks_unknown = True
+    elif kind == "LockStmt":
+        for relation in stmt.relations or ():
+            statement.lock(_rangevar(relation, schema), locks.MODES[stmt.mode - 1])
+    elif kind == "RefreshMatViewStmt":
+        statement.lock(_rangevar(stmt.relation, schema), _EXCL if stmt.concurrent else _AE)
+    elif kind in ("VacuumStmt", "ClusterStmt", "ReindexStmt"):
+        _lock_maintenance(statement, stmt, schema, facts)
+    elif kind == "AlterObjectSchemaStmt" and stmt.relation is not None and pg_enums.ObjectType(
+            stmt.objectType).name in ("OBJECT_TABLE", "OBJECT_MATVIEW"):
+        statement.lock(_rangevar(stmt.relation, schema), _AE)
+    elif kind in ("CreateSeqStmt", "AlterSeqStmt"):
+        _lock_owned_by(statement, stmt.options, schema)
+    elif kind == "AlterDomainStmt" and stmt.subtype in ("C", "V", "O"):
+        statement.locks_unknown = True  # checks every column of the domain's type, in tables it does not name
+    elif kind == "ExplainStmt":
+        _predict_locks(statement, stmt.query, schema, facts)  # parse analysis takes the statement's own locks
+    # A table the statement creates is its own until it commits: nobody else can wait for it.
+    for created in statement.creates["tables"]:
+        statement.locks.pop(created["table"], None)
+    if statement.unknown:
+        statement.locks_unknown = True
+
+
+def analyse_statement(raw, text, line, default_schema="public", user_functions=(), facts=None):
+    """The Statement for one parsed statement (``raw`` from pglast.parse_sql).
+
+    ``facts`` (a Facts: the tables of indexes, the foreign keys) serve its predicted locks, and learn from it.
+    """
+    facts = facts if facts is not None else Facts()
+    statement = _read_statement(raw, text, line, default_schema, user_functions, facts)
+    _predict_locks(statement, raw.stmt, default_schema, facts)
+    return statement
+
+
+def _read_statement(raw, text, line, default_schema, user_functions, facts):
     statement = Statement(raw, text, line)
     stmt = raw.stmt
     kind = statement.kind
     if kind == "DoStmt":
-        _do_block(statement, stmt, default_schema, user_functions)
+        _do_block(statement, stmt, default_schema, user_functions, facts)
         return statement
     if kind in _UNKNOWN:
         statement.unknown = "%s, whose effect cannot be read statically" % _UNKNOWN[kind]
@@ -402,8 +774,8 @@ def analyse_statement(raw, text, line, default_schema="public", user_functions=(
     elif kind == "ExplainStmt":
         # EXPLAIN ANALYZE runs the statement: what it writes, it writes.
         if any(getattr(option, "defname", "") == "analyze" for option in stmt.options or ()):
-            return analyse_statement(pglast.ast.RawStmt(stmt=stmt.query), text, line, default_schema,
-                                     user_functions)
+            return _read_statement(pglast.ast.RawStmt(stmt=stmt.query), text, line, default_schema,
+                                   user_functions, facts)
     elif kind == "CreateFunctionStmt":
         statement.creates["functions"].append(_names(stmt.funcname)[1])
     elif kind not in _SCHEMA_ONLY:
@@ -420,10 +792,14 @@ def analyse_statement(raw, text, line, default_schema="public", user_functions=(
     return statement
 
 
-def analyse_sql(sql, default_schema="public", user_functions=()):
-    """[Statement dict] of one migration file, in order, each with its 1-based line."""
+def analyse_sql(sql, default_schema="public", user_functions=(), facts=None):
+    """[Statement dict] of one migration file, in order, each with its 1-based line.
+
+    ``facts``: a Facts for the predicted locks, which learns from each statement in turn.
+    """
     statements = []
     defined = set(user_functions)
+    facts = facts if facts is not None else Facts()
     for raw in pglast.parse_sql(sql):
         # pglast reports locations in characters of the str it parsed.
         start = raw.stmt_location or 0
@@ -432,7 +808,7 @@ def analyse_sql(sql, default_schema="public", user_functions=()):
         # The line of the statement's first token, not of the comments before it.
         lead = len(text) - len(text.lstrip())
         line = sql[:start].count("\n") + text[:lead].count("\n") + 1
-        statement = analyse_statement(raw, _strip_comments(text), line, default_schema, defined)
+        statement = analyse_statement(raw, _strip_comments(text), line, default_schema, defined, facts)
         defined.update(statement.creates["functions"])
         statements.append(statement.as_dict())
     return statements
@@ -442,11 +818,13 @@ def _strip_comments(text):
     return "\n".join(line for line in text.strip().splitlines() if not line.strip().startswith("--"))
 
 
-def analyse_plan(files, default_schema="public", user_functions=(), foreign_keys=()):
+def analyse_plan(files, default_schema="public", user_functions=(), foreign_keys=(), index_tables=None):
     """The analysis of the planned files, in order.
 
     ``files``: [(version, title, direction, sql)]. ``foreign_keys``: [{"table", "ref_table",
     "on_delete", "on_update", "name"}] from the catalog (codes of pg_constraint.confdeltype).
+    ``index_tables``: {qualified index: qualified table} from the catalog (INDEX_TABLES_SQL), for the
+    locks of DROP INDEX and REINDEX INDEX.
     Returns {"files": [{version, title, direction, statements}], "tables": {table: change},
     "unknown": [{version, line, reason}], "expected": {indexes, constraints}, "dropped": [{version, direction,
     line, kind, name, table}], "requires": [...]}.
@@ -454,8 +832,9 @@ def analyse_plan(files, default_schema="public", user_functions=(), foreign_keys
     result = dict(files=[], tables={}, unknown=[], requires=[])
     defined = set(user_functions)
     created_tables = set()
+    facts = Facts(index_tables, foreign_keys)
     for version, title, direction, sql in files:
-        statements = analyse_sql(sql, default_schema, defined)
+        statements = analyse_sql(sql, default_schema, defined, facts)
         for statement in statements:
             defined.update(statement["creates"].get("functions", []))
             if statement["unknown"]:
@@ -500,6 +879,71 @@ def summary_lines(result):
         lines.append("%06d %s line %s: UNKNOWN effect - %s" % (item["version"], item["direction"], item["line"],
                                                                item["reason"]))
     return lines
+
+
+def named_tables(result):
+    """The tables an analyse_plan result names: those the statements act on and those they lock."""
+    tables = set(result["tables"])
+    for migration in result["files"]:
+        for statement in migration["statements"]:
+            tables.update(statement.get("locks", {}))
+    return sorted(tables)
+
+
+def _online(migration, online_index_builds):
+    """Whether pg_migrate builds this file's indexes CONCURRENTLY (an up file made only of CREATE INDEX)."""
+    kinds = [statement["kind"] for statement in migration["statements"]]
+    return bool(online_index_builds and migration["direction"] == "up" and kinds
+                and all(kind == "IndexStmt" for kind in kinds))
+
+
+def _blocks(mode):
+    if mode in locks.BLOCKS_READS:
+        return " - blocks reads and writes"
+    return " - blocks writes" if mode in locks.BLOCKS_WRITES else ""
+
+
+def lock_lines(result, online_index_builds=False):
+    """Per file and table the strongest lock predicted and the first line taking it:
+    '000017 up enhance_metadata: public.metadata ACCESS EXCLUSIVE (line 4) - blocks reads and writes'."""
+    lines = []
+    for migration in result["files"]:
+        head = "%06d %s %s" % (migration["version"], migration["direction"], migration["title"])
+        online = _online(migration, online_index_builds)
+        strongest = {}
+        for statement in migration["statements"]:
+            for table, mode in statement.get("locks", {}).items():
+                if online:
+                    mode = _SUE  # pg_migrate runs the CREATE INDEX CONCURRENTLY
+                if table not in strongest or locks.stronger(mode, strongest[table][0]):
+                    strongest[table] = (mode, statement["line"])
+        for table in sorted(strongest):
+            mode, line = strongest[table]
+            lines.append("%s: %s %s (line %s%s)%s" % (head, table, mode, line,
+                                                      ", built CONCURRENTLY: online_index_builds" if online else "",
+                                                      _blocks(mode)))
+        unknown = [s for s in migration["statements"] if s.get("locks_unknown")]
+        for statement in unknown:
+            lines.append("%s line %s: locks UNKNOWN - %s" % (
+                head, statement["line"], statement["unknown"] or "the tables it locks cannot be read from it"))
+        if not strongest and not unknown:
+            lines.append("%s: no table lock" % head)
+    return lines
+
+
+def review(result, files, execute=None, online_index_builds=False, user_functions=(), sizes=None,
+           default_schema="public"):
+    """Add to an analyse_plan ``result`` of ``files``: ``sizes`` (lint.read_sizes of the tables the plan names,
+    read through ``execute``, or given), ``lint`` (lint.lint_plan's findings, graded by those sizes),
+    ``lock_summary`` (lock_lines) and ``lint_summary`` (a line per finding), which the migrate role prints."""
+    if sizes is None:
+        sizes = lint.read_sizes(execute, named_tables(result)) if execute is not None else {}
+    result["sizes"] = sizes
+    result["lint"] = lint.lint_plan(files, result["files"], sizes, online_index_builds, user_functions,
+                                    default_schema)
+    result["lock_summary"] = lock_lines(result, online_index_builds)
+    result["lint_summary"] = lint.summary_lines(result["lint"])
+    return result
 
 
 def _strongest_first(does):

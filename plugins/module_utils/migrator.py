@@ -201,17 +201,22 @@ class Migrator(object):
     # --- what the planned files do ------------------------------------------------------
     def analyse(self, steps):
         """analysis.analyse_plan of the planned steps, with the catalog facts it needs, and the tables the
-        files act on that neither exist nor are created by an earlier planned statement (``missing``)."""
+        files act on that neither exist nor are created by an earlier planned statement (``missing``); then
+        analysis.review: the sizes of the tables the plan names, the lint findings graded by them and the
+        lines showing each file's predicted locks and the findings."""
         foreign_keys = [dict(name=r[0], table=r[1], ref_table=r[2], on_delete=r[3], on_update=r[4])
                         for r in self.execute(FOREIGN_KEYS_SQL)]
         user_functions = set(r[0] for r in self.execute(USER_FUNCTIONS_SQL))
         existing = set(r[0] for r in self.execute(TABLES_SQL))
+        index_tables = dict(self.execute(analysis.INDEX_TABLES_SQL)) if steps else {}
         planned = []
         for migration, direction, _after in steps:
             with open(migration.path(direction)) as handle:
                 planned.append((migration.version, migration.title, direction, handle.read()))
-        result = analysis.analyse_plan(planned, self.schema, user_functions, foreign_keys)
+        result = analysis.analyse_plan(planned, self.schema, user_functions, foreign_keys, index_tables)
         result["missing"] = [table for table in result["requires"] if table not in existing]
+        analysis.review(result, planned, self.execute, self.options["online_index_builds"], user_functions,
+                        default_schema=self.schema)
         self.find_hazards(steps, result, user_functions, foreign_keys)
         return result
 

@@ -30,6 +30,10 @@ description:
   - It also says what the planned files will do (RV(analysis)) - per statement, the tables it acts on and what it does
     to their rows - and refuses a plan whose files act on tables the database does not have, before anything changes.
     The analysis is this collection's own (C(module_utils/analysis.py)), as no library reads migration files that way.
+  - It predicts the table-level lock each planned statement takes on each table, by PostgreSQL's documentation
+    (C(lock_summary) of RV(analysis)), and lints the statements with squawk's best-known rules, grading each finding
+    by the size of its table (C(lint) of RV(analysis), C(module_utils/lint.py)). The findings are advice and never
+    stop a run; with O(online_index_builds) the index-only up files are not told to build CONCURRENTLY, as they are.
   - It reads the catalog around what the files drop or alter (RV(hazards), C(module_utils/hazards.py)) - the
     publications a table is in, its replica identity, and the views and materialized views that use a column - and
     refuses O(operation=migrate) before anything changes when a file it is about to run would drop the index a
@@ -174,6 +178,26 @@ analysis:
       through an C(ON DELETE) foreign key). C(unknown), C(expected) (indexes and constraints the files leave),
       C(requires) and C(missing) (tables acted on that do not exist), C(summary) (one line per file and table),
       C(dropped) (the tables, indexes, constraints and views the files drop, in order, with file and line).
+    - Each statement also has C(locks) - per table it names (C(schema.table)), the strongest table-level lock
+      PostgreSQL's documentation says it takes, by the documentation's names (V(ACCESS SHARE) to
+      V(ACCESS EXCLUSIVE)), the referenced table of a foreign key included; a table the statement creates is left
+      out - and C(locks_unknown), true when the locks cannot be known (an unknown effect, the table of an index the
+      catalog does not know, VACUUM or REINDEX of every table).
+    - C(lock_summary) - per file and table, the strongest predicted lock and the first line taking it, and what it
+      blocks (with O(online_index_builds), an index-only up file's SHARE UPDATE EXCLUSIVE).
+    - C(sizes) - per table the plan names that exists, C(kind) (pg_class.relkind), C(rows) (the estimate of
+      pg_class.reltuples, null when never analysed) and C(bytes) (pg_total_relation_size; a partitioned table sums
+      its partitions).
+    - C(lint) - findings on the statements, named after squawk's rules (V(constraint-missing-not-valid),
+      V(adding-foreign-key-constraint), V(disallowed-unique-constraint), V(adding-serial-primary-key-field),
+      V(changing-column-type), V(adding-not-nullable-field), V(adding-field-with-default),
+      V(require-concurrent-index-creation), V(require-concurrent-index-deletion), V(require-concurrent-reindex),
+      V(adding-required-field), V(renaming-column), V(renaming-table), V(ban-drop-column), V(ban-drop-table)), each
+      with C(version), C(direction), C(title), C(line), C(rule), C(table), C(severity) and a C(message) saying what
+      happens and the safer way. C(severity) follows the table's size - V(info) under 10,000 rows and 10 MB,
+      V(error) from 1,000,000 rows or 1 GB, V(warning) between or when unknown; the rules about the running
+      application (renames, drops, a required column) are V(warning) whatever the size (V(info) in a down file).
+      Nothing is said about a table created earlier in the plan. C(lint_summary) - one line per finding.
   returned: always
   type: dict
   sample:
@@ -182,6 +206,18 @@ analysis:
     unknown: []
     missing: []
     summary: ["000017 up order_status: public.orders alter/none (changes column status; ...)"]
+    lock_summary: ["000017 up order_status: public.orders ACCESS EXCLUSIVE (line 4) - blocks reads and writes"]
+    sizes: {"public.orders": {"kind": "r", "rows": 1200000, "bytes": 356515840}}
+    lint:
+      - version: 17
+        direction: up
+        title: order_status
+        line: 4
+        rule: changing-column-type
+        table: public.orders
+        severity: error
+        message: "public.orders (about 1,200,000 rows, 340.0 MB): changes the type of column status: ..."
+    lint_summary: ["000017 up order_status line 4: ERROR changing-column-type public.orders (...): ..."]
 hazards:
   description:
     - What the files break around the objects they drop or alter, read from the catalog. C(planned) is true for the

@@ -60,7 +60,21 @@ def test_role_plan_only_changes_nothing(pg_server, tmi_db, tmp_path):
                               "-e", "migrate_plan_only=true")
     assert result.returncode == 0, result.stdout
     assert "Schema version 15, target 17: up through 16, 17 (plan only)" in result.stdout
+    # the predicted locks, index-only 16 built online; the lint graded by the (empty, so small) tables
+    shown = " ".join(result.stdout.split())  # the YAML callback wraps long lines
+    assert ("000016 up add_performance_indexes: public.threats SHARE UPDATE EXCLUSIVE (line 4, built CONCURRENTLY: "
+            "online_index_builds)") in shown
+    assert "000017 up enhance_metadata: public.metadata ACCESS EXCLUSIVE (line 4) - blocks reads and writes" in shown
+    assert "000017 up enhance_metadata line 4: INFO changing-column-type public.metadata (" in shown
+    assert "require-concurrent-index-creation public.threats" not in shown
     assert record["applied"] == [] and record["version_after"] == 15
+    assert schema_snapshot(tmi_db.conn) == before
+
+    checked, _unused = run_role(pg_server, tmi_db, tmp_path, "--check", "-e",
+                                f"migrate_migrations_path={MIGRATIONS_DIR}")
+    assert checked.returncode == 0, checked.stdout
+    assert ("000017 up enhance_metadata line 6: INFO disallowed-unique-constraint public.metadata ("
+            in " ".join(checked.stdout.split()))
     assert schema_snapshot(tmi_db.conn) == before
 
 
