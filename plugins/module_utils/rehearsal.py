@@ -167,16 +167,18 @@ class Observer(object):
                 held[oid] = name
         return held
 
-    def _named(self, by_oid):
-        return dict((self.names.get(oid, "oid %d" % oid), value) for oid, value in by_oid.items())
+    def _named(self, by_oid, names=None):
+        names = self.names if names is None else names
+        return dict((names.get(oid, "oid %d" % oid), value) for oid, value in by_oid.items())
 
-    def transaction(self, statements):
-        """Run ``statements`` in one transaction, observed; COMMIT at the end.
+    def transaction(self, statements, commit=True):
+        """Run ``statements`` in one transaction, observed; COMMIT at the end (ROLLBACK without ``commit``).
 
         Returns per statement {statement, duration, locks, taken, held, rewritten}: ``locks`` the
         strongest mode the session held on each table after it, ``taken`` the locks that appeared or
         got stronger with it, ``held`` how long each of those was then held (to the end of the COMMIT),
-        ``rewritten`` the tables that got a new file with it. Raises StatementFailed after a ROLLBACK.
+        ``rewritten`` the tables that got a new file with it. Tables are named as they were before the
+        statement (a table it renames or drops keeps its name). Raises StatementFailed after a ROLLBACK.
         """
         observed = []
         self.query("BEGIN")
@@ -184,6 +186,7 @@ class Observer(object):
             start = self.relations()
             before, held = dict(start), {}
             for index, text in enumerate(statements):
+                names = dict(self.names)
                 started = time.monotonic()
                 try:
                     self.query(text)
@@ -194,19 +197,17 @@ class Observer(object):
                 current = self._held(self.query(OWN_LOCKS_SQL), start)
                 taken = dict((oid, mode) for oid, mode in current.items() if locks.stronger(mode, held.get(oid)))
                 rewritten = [oid for oid, filenode in now.items() if oid in before and before[oid] != filenode]
-                observed.append(dict(statement=text, started=started, duration=duration, taken_oids=taken,
-                                     locks=self._named(current), rewritten=sorted(self._named(
-                                         dict.fromkeys(rewritten)))))
+                observed.append(dict(statement=text, started=started, duration=duration,
+                                     taken=self._named(taken, names), locks=self._named(current, names),
+                                     rewritten=sorted(self._named(dict.fromkeys(rewritten), names))))
                 before, held = now, current
-            self.query("COMMIT")
+            self.query("COMMIT" if commit else "ROLLBACK")
         except BaseException:
             if self.conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
                 self.query("ROLLBACK")
             raise
         ended = time.monotonic()
         for entry in observed:
-            taken = entry.pop("taken_oids")
-            entry["taken"] = self._named(taken)
             started = entry.pop("started")
             entry["held"] = dict((name, round(ended - started, 3)) for name in entry["taken"])
             entry["duration"] = round(entry["duration"], 3)
@@ -226,8 +227,9 @@ class Observer(object):
     def watched(self, call, text, watch):
         """Run ``call()`` while ``watch`` (a second autocommit connection) samples this session's locks.
 
-        ``held`` runs from the first to the last sample that saw a lock, so a lock held for less than the
-        sampling interval may be missed: the entry says ``sampled``."""
+        ``held`` runs from the first to the last sample that saw a lock. A CONCURRENTLY statement's lock is
+        always seen (see _Sampler); another statement's lock held for less than the sampling interval may be
+        missed: the entry says ``sampled``."""
         pid = self.query("SELECT pg_backend_pid()")[0][0]
         start = self.relations()
         sampler = _Sampler(watch, pid)
@@ -249,7 +251,15 @@ class Observer(object):
 
 
 class _Sampler(object):
-    """A thread that reads another session's granted table locks every SAMPLE_INTERVAL seconds."""
+    """A thread that reads another session's granted table locks every SAMPLE_INTERVAL seconds.
+
+    While it waits for the first lock it holds a snapshot open: a CONCURRENTLY statement waits for
+    older snapshots to end while it holds its lock, so its lock is always seen, however short the build
+    (and it waits only until then). Other statements are seen when a sample falls inside them.
+    """
+
+    # How long the snapshot is held at most when no lock shows (a statement that takes none).
+    HOLD_AT_MOST = 2.0
 
     def __init__(self, conn, pid):
         self.conn = conn
@@ -261,7 +271,7 @@ class _Sampler(object):
         self.thread.daemon = True
 
     def start(self):
-        """Start sampling; returns once the first sample is taken, so that the statement runs under watch."""
+        """Start sampling; returns once the snapshot is held and the first sample taken."""
         self.thread.start()
         self.ready.wait(5)
 
@@ -271,13 +281,23 @@ class _Sampler(object):
 
     def _loop(self):
         with self.conn.cursor() as cur:
-            while not self.stopping.is_set():
-                cur.execute(SESSION_LOCKS_SQL, (self.pid,))
-                now = time.monotonic()
-                for oid, mode in cur.fetchall():
-                    self.seen.setdefault((oid, mode), [now, now])[1] = now
-                self.ready.set()
-                self.stopping.wait(SAMPLE_INTERVAL)
+            cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            cur.execute("SELECT 1")  # takes the snapshot
+            holding, since = True, time.monotonic()
+            try:
+                while not self.stopping.is_set():
+                    cur.execute(SESSION_LOCKS_SQL, (self.pid,))
+                    now = time.monotonic()
+                    for oid, mode in cur.fetchall():
+                        self.seen.setdefault((oid, mode), [now, now])[1] = now
+                    self.ready.set()
+                    if holding and (self.seen or now - since > self.HOLD_AT_MOST):
+                        cur.execute("COMMIT")
+                        holding = False
+                    self.stopping.wait(SAMPLE_INTERVAL)
+            finally:
+                if holding:
+                    cur.execute("COMMIT")
 
 
 def exclusive_seconds(statements):

@@ -13,9 +13,10 @@ short_description: Rehearse a migration up and back down on the verified scratch
 version_added: 0.1.0
 description:
   - Runs the planned up files on O(target_db) - the scratch copy M(tmi.migration.pg_restore_backup) restored and
-    verified (O(scratch)) - with the engine of M(tmi.migration.pg_migrate) and the same options, then the down files
-    back to the starting version, and drops the copy (O(drop_after)). Production is never touched: the module refuses
-    a database that is not marked as the verification restore of the backup's database.
+    verified (O(tmi.migration.pg_restore_backup#module:scratch)) - with the engine of M(tmi.migration.pg_migrate) and
+    the same options, then the down files back to the starting version, and drops the copy (O(drop_after)).
+    Production is never touched - the module refuses a database that is not marked as the verification restore of
+    the backup's database.
   - For each file and statement it returns the duration, the table-level locks the migrating session held (observed
     in C(pg_locks), not predicted), the tables that got a new file (C(pg_class.relfilenode) changed - rewritten or
     truncated) and how long each ACCESS EXCLUSIVE lock was held. After the up files, the figures of the tables the
@@ -25,7 +26,9 @@ description:
     held an ACCESS EXCLUSIVE lock longer than O(max_exclusive_seconds).
   - Written for this collection because no tool rehearses on a copy of the data (C(module_utils/rehearsal.py)).
     Statements of a file that runs outside a transaction (CONCURRENTLY) are observed by a second session sampling
-    C(pg_locks) every 2 ms; a lock held for less than that may be missed there (those statements say C(sampled)).
+    C(pg_locks) every 2 ms while it holds a snapshot open, which a CONCURRENTLY statement waits for with its lock
+    held, so that lock is always seen; another such statement's lock held for less than 2 ms may be missed (those
+    statements say C(sampled)).
 options:
   path:
     description: Directory holding the migration files, on the host that runs the module.

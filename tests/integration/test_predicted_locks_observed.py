@@ -1,8 +1,10 @@
-"""The locks analysis.py predicts, against the locks PostgreSQL takes.
+"""The locks analysis.py predicts, against the locks the rehearsal observes PostgreSQL take.
 
-Each statement of tests/unit/test_predicted_locks.py runs in a transaction on that file's SCHEMA; pg_locks
-then says which table-level lock it holds on each table, named as before the statement ran (so a renamed,
-moved or dropped table keeps its name, and a table the statement created is not one of them).
+Each statement of tests/unit/test_predicted_locks.py runs in a transaction on that file's SCHEMA, observed by
+the rehearsal's own Observer (pg_locks after the statement) and rolled back; the tables are named as before the
+statement ran (so a renamed, moved or dropped table keeps its name, and a table the statement created is not one
+of them). The statements that cannot run in a transaction are sampled by the rehearsal instead (000016's online
+builds in test_rehearsal.py); their modes here are the documentation's.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-from ansible_collections.tmi.migration.plugins.module_utils import analysis, locks
+from ansible_collections.tmi.migration.plugins.module_utils import analysis, rehearsal
 
 _UNIT = Path(__file__).resolve().parents[1] / "unit" / "test_predicted_locks.py"
 _spec = importlib.util.spec_from_file_location("predicted_locks_cases", _UNIT)
@@ -30,31 +32,11 @@ OLDER_SERVERS = {
     "GRANT SELECT ON t, s.w TO PUBLIC": (18, {}),
     "REVOKE SELECT ON t FROM PUBLIC": (18, {}),
 }
-# The tables, materialized views and partitioned tables of the database, by oid, as they are named now.
-RELATIONS_SQL = (
-    "SELECT c.oid, n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-    "WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')")
 
 
 def observe(conn, sql):
-    """{table: the strongest mode} the statement holds at its end, by the names the tables had before it."""
-    with conn.cursor() as cur:
-        cur.execute("BEGIN")
-        try:
-            cur.execute(RELATIONS_SQL)
-            names = dict(cur.fetchall())
-            cur.execute(sql)
-            cur.execute("SELECT relation, mode FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'relation' "
-                        "AND granted")
-            held = cur.fetchall()
-        finally:
-            cur.execute("ROLLBACK")
-    taken = {}
-    for relation, mode in held:
-        table, name = names.get(relation), locks.mode_name(mode)
-        if table and locks.stronger(name, taken.get(table)):
-            taken[table] = name
-    return taken
+    """{table: the strongest mode} the statement took, as the rehearsal observes it (rolled back after)."""
+    return rehearsal.Observer(conn).transaction([sql], commit=False)[0]["taken"]
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 
-from conftest import REPO  # noqa: F401 - the collection must be built for the playbooks
-
 
 def said(result) -> str:
     """The run's output with the callback's line folding undone."""
