@@ -54,10 +54,11 @@ def parts(bench: Bench, round_no: int) -> dict[str, float]:
     return seconds
 
 
-def migrate(bench: Bench, round_no: int) -> dict:
+def migrate(bench: Bench, round_no: int, *extra: str) -> dict:
     """migrate.yml on a fresh copy, the application running; wall clock, phases and slowest tasks."""
     bench.clone("tmi_source", "tmi")
-    seconds = bench.playbook("playbooks/migrate.yml", "tmi", "-e", f"tmi_run_id=round{round_no}",
+    run_id = f"round{round_no}" + ("x" if extra else "")
+    seconds = bench.playbook("playbooks/migrate.yml", "tmi", "-e", f"tmi_run_id={run_id}", *extra,
                              env={"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks",
                                   "PROFILE_TASKS_SORT_ORDER": "descending", "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "30"})
     record = bench.last_run_record()
@@ -72,14 +73,19 @@ def migrate(bench: Bench, round_no: int) -> dict:
 
 
 def main() -> int:
-    args = parser(__doc__, scale=RATIO_SCALE).parse_args()
+    cli = parser(__doc__, scale=RATIO_SCALE)
+    cli.add_argument("--without-rehearsal", action="store_true",
+                     help="also run migrate.yml with tmi_rehearse=false in each round, to measure the rehearsal")
+    args = cli.parse_args()
     with Bench("orchestration", args) as bench:
         rows = bench.database("tmi_source", 15)
         bench.start_app("tmi")
-        part_rounds, runs = [], []
+        part_rounds, runs, bare_runs = [], [], []
         for round_no in range(args.repeat):
             part_rounds.append(parts(bench, round_no))
             runs.append(migrate(bench, round_no))
+            if args.without_rehearsal:
+                bare_runs.append(migrate(bench, round_no, "-e", "tmi_rehearse=false"))
         sums = [sum(r.values()) for r in part_rounds]
         fastest_parts = part_rounds[sums.index(best(sums))]
         run = min(runs, key=lambda r: r["seconds"])
@@ -95,6 +101,10 @@ def main() -> int:
                   "outside_phases_seconds": round(unaccounted, 2), "tasks": run["tasks"],
                   "skipped_tasks": run["skipped_tasks"],
                   "slowest_tasks": run["slowest_tasks"], "ratio": round(ratio, 3), "targets": targets, "met": met}
+        if bare_runs:
+            bare = min(bare_runs, key=lambda r: r["seconds"])
+            result.update(without_rehearsal_seconds=[round(r["seconds"], 3) for r in bare_runs],
+                          without_rehearsal_phases=bare["phases"])
 
         def plot(plt):
             return stacked(plt, rows, fastest_parts, run, unaccounted, ratio)
@@ -107,6 +117,9 @@ def main() -> int:
         ["migrate.yml outside the phases (start-up, plan, record)", unaccounted],
         [f"migrate.yml in all ({run['tasks']} tasks run, {run['skipped_tasks']} skipped)", run["seconds"]],
         ["ratio migrate.yml / parts" + (" (target 1.30)" if "ratio" in targets else ""), ratio]]))
+    if bare_runs:
+        print(f"migrate.yml with tmi_rehearse=false: {bare['seconds']:.2f} s "
+              f"(the rehearsal phase: {float(run['phases'].get('rehearsal', 0)):.2f} s)")
     print("slowest tasks:")
     for task in run["slowest_tasks"][:8]:
         print(f"  {task['seconds']:6.2f}s  {task['task']}")
