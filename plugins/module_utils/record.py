@@ -447,7 +447,7 @@ def summary(record, auto_rollback=True):
 
 def rollback_choice(requested, state, record):
     """auto's choice: emergency when the schema is dirty, the post-migration check found damaged data, or the
-    rehearsal showed that the down files do not bring the start back."""
+    rehearsal showed that the down files fail or do not bring the data back."""
     if requested != "auto":
         return requested
     state = _mapping(state)
@@ -456,10 +456,12 @@ def rollback_choice(requested, state, record):
     checks = _mapping(_mapping(record).get("validation")).get("failed_checks") or []
     if any(_mapping(item).get("check") in DATA_CHECKS for item in checks):
         return "emergency"
-    # The rehearsal ran the down files on the copy and they did not bring the start back.
+    # The rehearsal ran the down files on the copy: they failed, or did not bring the data back. (A schema that
+    # differs alone still lets the planned rollback try: it keeps the writes made since, and falls back to the
+    # backup when it fails.)
     rehearsal = _mapping(_mapping(record).get("rehearsal"))
-    rehearsed = true(rehearsal.get("rehearsed", False)) and true(rehearsal.get("up_ok", False))
-    if rehearsed and not true(rehearsal.get("reversible", False)):
+    if true(rehearsal.get("rehearsed", False)) and true(rehearsal.get("up_ok", False)) and (
+            not true(rehearsal.get("down_ok", False)) or not true(rehearsal.get("data_restored", False))):
         return "emergency"
     return "planned"
 

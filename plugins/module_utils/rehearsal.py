@@ -35,8 +35,9 @@ from ansible_collections.tmi.migration.plugins.module_utils import migrations as
 
 try:
     import psycopg2
+    from psycopg2 import sql
 except ImportError:  # the module reports it when it connects
-    psycopg2 = None
+    psycopg2 = sql = None
 
 _USER = ("n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%%' "
          "AND n.nspname NOT LIKE 'pg_temp%%'")
@@ -94,11 +95,23 @@ SELECT 'function', n.nspname || '.' || p.proname || '(' || pg_get_function_ident
  WHERE p.prokind IN ('f', 'p') AND {user} AND NOT EXISTS (SELECT 1 FROM pg_depend dep
        WHERE dep.classid = 'pg_proc'::regclass AND dep.objid = p.oid AND dep.deptype = 'e')
 UNION ALL
+SELECT 'schema', n.nspname, pg_get_userbyid(n.nspowner)::text, NULL
+  FROM pg_namespace n WHERE {user}
+UNION ALL
+SELECT 'extension', e.extname, e.extversion, NULL FROM pg_extension e
+UNION ALL
+SELECT 'policy', n.nspname || '.' || c.relname || '.' || p.polname,
+       p.polcmd::text || ' ' || coalesce(pg_get_expr(p.polqual, p.polrelid), '') || ' '
+       || coalesce(pg_get_expr(p.polwithcheck, p.polrelid), ''), n.nspname || '.' || c.relname
+  FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE {user}
+UNION ALL
 SELECT 'type', n.nspname || '.' || t.typname,
        coalesce((SELECT string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder) FROM pg_enum e
                   WHERE e.enumtypid = t.oid), t.typtype::text), NULL
   FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
- WHERE t.typtype IN ('e', 'd') AND {user}
+ WHERE (t.typtype IN ('e', 'd', 'r') OR (t.typtype = 'c' AND EXISTS (SELECT 1 FROM pg_class tc
+       WHERE tc.oid = t.typrelid AND tc.relkind = 'c'))) AND {user}
 """.format(user=_USER.replace("%%", "%"))
 # How often the second session samples the locks of a statement that runs outside a transaction.
 SAMPLE_INTERVAL = 0.002
@@ -201,7 +214,10 @@ class Observer(object):
                                      taken=self._named(taken, names), locks=self._named(current, names),
                                      rewritten=sorted(self._named(dict.fromkeys(rewritten), names))))
                 before, held = now, current
-            self.query("COMMIT" if commit else "ROLLBACK")
+            try:
+                self.query("COMMIT" if commit else "ROLLBACK")
+            except psycopg2.Error as error:  # a deferred constraint checked at COMMIT
+                raise StatementFailed(len(statements), error, observed) from error
         except BaseException:
             if self.conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
                 self.query("ROLLBACK")
@@ -232,6 +248,7 @@ class Observer(object):
         missed: the entry says ``sampled``."""
         pid = self.query("SELECT pg_backend_pid()")[0][0]
         start = self.relations()
+        names = dict(self.names)
         sampler = _Sampler(watch, pid)
         sampler.start()
         started = time.monotonic()
@@ -242,12 +259,14 @@ class Observer(object):
         duration = time.monotonic() - started
         now = self.relations()
         taken = self._held(list(sampler.seen), start)
-        held = dict((self.names.get(oid, "oid %d" % oid), round(last - first, 3))
+        held = dict((names.get(oid, "oid %d" % oid), round(last - first, 3))
                     for (oid, mode), (first, last) in sampler.seen.items()
                     if oid in taken and locks.mode_name(mode) == taken[oid])
         rewritten = [oid for oid, filenode in now.items() if oid in start and start[oid] != filenode]
-        return dict(statement=text, duration=round(duration, 3), locks=self._named(taken), taken=self._named(taken),
-                    held=held, sampled=True, rewritten=sorted(self._named(dict.fromkeys(rewritten))))
+        # Outside a transaction each statement's locks end with it: what it held is what it took.
+        return dict(statement=text, duration=round(duration, 3), locks=self._named(taken, names),
+                    taken=self._named(taken, names), held=held, sampled=True,
+                    rewritten=sorted(self._named(dict.fromkeys(rewritten), names)))
 
 
 class _Sampler(object):
@@ -267,19 +286,33 @@ class _Sampler(object):
         self.seen = {}  # (oid, pg_locks mode) -> [first seen, last seen]
         self.stopping = threading.Event()
         self.ready = threading.Event()
+        self.error = None
         self.thread = threading.Thread(target=self._loop, name="lock-sampler")
         self.thread.daemon = True
 
     def start(self):
         """Start sampling; returns once the snapshot is held and the first sample taken."""
         self.thread.start()
-        self.ready.wait(5)
+        if not self.ready.wait(5):
+            self.stop()
+            raise RuntimeError("the lock sampler took no first sample within 5 s")
 
     def stop(self):
+        """Stop sampling; a sampler that failed raises its error here: its statement was not observed."""
         self.stopping.set()
         self.thread.join()
+        if self.error is not None:
+            raise RuntimeError("the lock sampler failed, so the statement's locks were not observed: %s"
+                               % to_native(self.error).strip())
 
     def _loop(self):
+        try:
+            self._sample()
+        except Exception as error:  # noqa: BLE001 - whatever stopped it, stop() reports it
+            self.error = error
+            self.ready.set()
+
+    def _sample(self):
         with self.conn.cursor() as cur:
             cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
             cur.execute("SELECT 1")  # takes the snapshot
@@ -418,7 +451,13 @@ class Rehearsal(migrator.Migrator):
             return result
         result["rehearsed"] = True
         planned = self.analyse(steps)
+        try:  # what the down files do counts too (a missing down file is the down rehearsal's to report)
+            back = self.analyse(files.plan(migrations, target, before))
+        except files.MigrationError:
+            back = None
         own = bookkeeping.from_options(self.options, self.schema)
+        figured = self._figured([planned, back], own)
+        self._analyze(figured)
         catalog_before = catalog(self.execute, own)
         self.ensure_state_table()
         self.ensure_history_table()
@@ -435,7 +474,6 @@ class Rehearsal(migrator.Migrator):
                     result["exclusive_over"].append(dict(version=migration.version, title=migration.title,
                                                          table=table, seconds=seconds))
         result["up_ok"] = True
-        figured = self._figured(planned, own)
         with self.conn.cursor() as cur:
             result["figures_after_up"] = snapshot.take(cur, tables=self._existing(figured))
         self._down(migrations, current, before, result)
@@ -467,10 +505,6 @@ class Rehearsal(migrator.Migrator):
             result.update(down_ok=False, down_error=to_native(error))
             return
         for migration, direction, after in steps:
-            if migration.path(direction) is None:
-                result.update(down_ok=False, down_error="migration %06d %s has no down file" % (
-                    migration.version, migration.title))
-                return
             entry, error = self.step(migration, direction, after, current)
             result["down"].append(entry)
             if error is not None:
@@ -479,15 +513,23 @@ class Rehearsal(migrator.Migrator):
             current = after
         result["down_ok"] = True
 
-    def _figured(self, planned, own):
-        """The tables whose figures the rehearsal takes: those the plan changes, every table when a statement's
-        effect is unknown; never the bookkeeping tables."""
-        if planned["unknown"]:
+    def _figured(self, analyses, own):
+        """The tables whose figures the rehearsal takes: those the up or the down files change, every table when
+        a statement's effect is unknown; never the bookkeeping tables."""
+        analyses = [item for item in analyses if item]
+        if any(item["unknown"] for item in analyses):
             with self.conn.cursor() as cur:
                 names = ["%s.%s" % pair for pair in snapshot.user_tables(cur)]
         else:
-            names = [table for table, change in planned["tables"].items() if set(change["does"]) - set(["none"])]
+            names = set(table for item in analyses for table, change in item["tables"].items()
+                        if set(change["does"]) - set(["none"]))
         return sorted(name for name in names if name not in own)
+
+    def _analyze(self, tables):
+        """ANALYZE the copy's tables the plan changes: the statistics production has (a plan the files' queries
+        get), and no autovacuum ANALYZE of the freshly restored rows competing with the files for their locks."""
+        for schema, table in self._existing(tables):
+            self.execute(sql.SQL("ANALYZE {}.{}").format(sql.Identifier(schema), sql.Identifier(table)))
 
     def _existing(self, names):
         with self.conn.cursor() as cur:

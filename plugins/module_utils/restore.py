@@ -154,6 +154,15 @@ class Restorer(object):
             self.execute(sql.SQL("COMMENT ON DATABASE {} IS %s").format(sql.Identifier(name)),
                          (SCRATCH_MARK % manifest["database"],))
 
+    def is_scratch_of(self, name, database):
+        """Whether database ``name`` exists and is marked as a verification restore of ``database`` - never
+        ``database`` itself, whatever its comment says."""
+        if name == database:
+            return False
+        rows = self.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+                            (name,))
+        return bool(rows) and rows[0][0] == SCRATCH_MARK % database
+
     def scratch_leftovers(self, target, database):
         """Scratch databases of earlier verification restores of ``database``, named like ``target``."""
         if SCRATCH_INFIX not in target:

@@ -100,7 +100,7 @@ EXAMPLES = r"""
 RETURN = r"""
 rehearsed:
   description: Whether anything was rehearsed (false when the plan is empty or goes down, see RV(skipped)).
-  returned: always
+  returned: unless the files or the backup cannot be read
   type: bool
 skipped:
   description: Why nothing was rehearsed.
@@ -109,11 +109,11 @@ skipped:
   sample: nothing to migrate
 version_before:
   description: The copy's (and production's at the backup) version.
-  returned: always
+  returned: once the copy and the files were checked
   type: int
 target_version:
   description: The version the plan goes to.
-  returned: always
+  returned: once the copy and the files were checked
   type: int
 up:
   description:
@@ -122,33 +122,33 @@ up:
       C(statements), one per statement - C(line), C(statement), C(duration), C(locks) (the strongest mode the session
       held on each table after it), C(taken) (the locks it took), C(held) (seconds each of those was held),
       C(predicted) (the statement analysis's prediction), C(rewritten), C(sampled).
-  returned: always
+  returned: once the copy and the files were checked
   type: list
   elements: dict
 down:
   description: The same for the down files, back to RV(version_before).
-  returned: always
+  returned: once the copy and the files were checked
   type: list
   elements: dict
 up_ok:
   description: Whether every up file ran.
-  returned: always
+  returned: once the copy and the files were checked
   type: bool
 down_ok:
   description: Whether every down file ran (null when the up files failed).
-  returned: always
+  returned: once the copy and the files were checked
   type: bool
 schema_restored:
   description: Whether the normalised catalog after the down files equals the start (the bookkeeping tables aside).
-  returned: always
+  returned: once the copy and the files were checked
   type: bool
 data_restored:
   description: Whether the figures of the tables the plan changes equal the backup's after the down files.
-  returned: always
+  returned: once the copy and the files were checked
   type: bool
 reversible:
   description: Whether the planned rollback works - the down files ran and restored schema and data.
-  returned: always
+  returned: once the copy and the files were checked
   type: bool
 schema_differences:
   description: What the down files left different in the catalog.
@@ -162,11 +162,11 @@ data_differences:
   elements: dict
 figures_after_up:
   description: The figures (rows, checksum) of the tables the plan changes, after the up files.
-  returned: always
+  returned: once the copy and the files were checked
   type: dict
 exclusive_over:
   description: The files and tables whose ACCESS EXCLUSIVE lock outlasted O(max_exclusive_seconds).
-  returned: always
+  returned: once the copy and the files were checked
   type: list
   elements: dict
 error:
@@ -203,7 +203,6 @@ from ansible_collections.tmi.migration.plugins.module_utils import migrator, reh
 from ansible_collections.tmi.migration.plugins.module_utils import migrations as files
 from ansible_collections.tmi.migration.plugins.module_utils.postgres import argument_spec, connector
 from ansible_collections.tmi.migration.plugins.module_utils.restore import (
-    SCRATCH_MARK,
     Restorer,
     RestoreError,
     load_manifest,
@@ -243,9 +242,8 @@ def main():
     restorer = Restorer(connect, params, module.warn)
     result = dict(changed=False, rehearsed=False, dropped=False, up=[], down=[], lines=[])
     try:
-        mark = restorer.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
-                                (target_db,))
-        if not mark or mark[0][0] != SCRATCH_MARK % manifest["database"]:
+        login_db = restorer.execute("SELECT current_database()")[0][0]
+        if target_db == login_db or not restorer.is_scratch_of(target_db, manifest["database"]):
             module.fail_json(msg="Database %s is not the verified scratch copy of database %s (pg_restore_backup with "
                                  "scratch: true marks it so): the rehearsal runs migrations only on such a copy. "
                                  "Nothing was changed." % (target_db, manifest["database"]), stopped=True, **result)

@@ -71,6 +71,14 @@ options:
     type: bool
     default: false
     version_added: 0.1.0
+  drop_scratch:
+    description:
+      - Only drop O(target_db) if it is a scratch copy a verification restore of this backup's database made (the
+        mark O(scratch) and O(drop_after) leave); any other database, and a missing one, is left alone. For the copy
+        a run kept for a rehearsal that did not run (a failure or C(--tags) between them). Changes nothing else.
+    type: bool
+    default: false
+    version_added: 0.1.0
   replace:
     description: Name of the live database to replace with the verified O(target_db).
     type: str
@@ -276,7 +284,7 @@ leftovers_removed:
   version_added: 0.1.0
 scratch_db:
   description: The verified scratch copy kept for a rehearsal (O(scratch)); M(tmi.migration.pg_rehearse) drops it.
-  returned: with O(scratch), once the copy is verified
+  returned: with O(scratch) (which needs O(verify)), once the copy is verified
   type: str
   sample: tmi_verify_20261124t010000z_1
   version_added: 0.1.0
@@ -319,6 +327,7 @@ def main():
             verify_only=dict(type="bool", default=False),
             drop_after=dict(type="bool", default=False),
             scratch=dict(type="bool", default=False),
+            drop_scratch=dict(type="bool", default=False),
             replace=dict(type="str"),
             keep_old_as=dict(type="str"),
             drop_old=dict(type="bool", default=False),
@@ -339,7 +348,9 @@ def main():
         required_by=dict(replace="keep_old_as"),
         mutually_exclusive=[("replace", "drop_after"), ("verify_only", "replace"), ("verify_only", "drop_after"),
                             ("guard_only", "verify_only"), ("guard_only", "drop_after"), ("guard_only", "replace"),
-                            ("scratch", "replace"), ("scratch", "verify_only"), ("scratch", "guard_only")],
+                            ("scratch", "replace"), ("scratch", "verify_only"), ("scratch", "guard_only"),
+                            ("drop_scratch", "scratch"), ("drop_scratch", "drop_after"), ("drop_scratch", "replace"),
+                            ("drop_scratch", "verify_only"), ("drop_scratch", "guard_only")],
         supports_check_mode=True,
     )
     params = module.params
@@ -354,6 +365,15 @@ def main():
     result = dict(changed=False, target_db=target, verified=False, backup=params["backup"])
     restorer = Restorer(connector(module, APPLICATION_NAME), params, module.warn)
     try:
+        if params["drop_scratch"]:
+            if restorer.is_scratch_of(target, manifest["database"]):
+                result["changed"] = True
+                if not module.check_mode:
+                    restorer.drop(target)
+            module.exit_json(**result)
+        if params["scratch"] and not params["verify"]:
+            module.fail_json(msg="scratch keeps a verified copy for a rehearsal: it needs verify. Nothing was "
+                                 "changed.", **result)
         if params["guard_only"]:
             if not restorer.exists(target):
                 module.fail_json(msg="The live database %s does not exist. Nothing was changed." % target, **result)

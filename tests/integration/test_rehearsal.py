@@ -150,8 +150,23 @@ def test_the_rehearsal_refuses_a_database_that_is_not_the_verified_scratch_copy(
     result = rehearse(db, backup, db.name)
     assert result["failed"] and f"Database {db.name} is not the verified scratch copy" in result["msg"]
     assert "Nothing was changed" in result["msg"]
+    # Not even when production itself carries the mark of a copy.
+    db.query(f"COMMENT ON DATABASE \"{db.name}\" IS 'tmi.migration verification restore of database {db.name}'")
+    result = rehearse(db, backup, db.name)
+    assert result["failed"] and f"Database {db.name} is not the verified scratch copy" in result["msg"]
     assert production(db) == before
     admin = db.server.connect()
     with admin.cursor() as cur:
         cur.execute(f'DROP DATABASE "{scratch}"')
     admin.close()
+
+
+def test_drop_scratch_drops_only_the_marked_copy(copy):
+    db, backup, scratch = copy
+    before = production(db)
+    args = {"backup": backup, "drop_scratch": True, **db.module_args(), "login_db": "postgres"}
+    assert run_module("pg_restore_backup", {**args, "target_db": db.name})["changed"] is False
+    assert run_module("pg_restore_backup", {**args, "target_db": "no_such_database"})["changed"] is False
+    dropped = run_module("pg_restore_backup", {**args, "target_db": scratch})
+    assert dropped["changed"] is True and scratch not in databases(db)
+    assert production(db) == before

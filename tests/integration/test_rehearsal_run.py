@@ -121,3 +121,13 @@ def test_a_table_that_ends_otherwise_than_in_the_rehearsal_is_named_in_a_warning
                 if w["check"] == "differs_from_rehearsal"]
     assert [w["table"] for w in warnings] == ["public.threats"]
     assert "not deterministic" in warnings[0]["message"]
+
+
+def test_a_copy_the_rehearsal_did_not_drop_is_dropped_when_the_run_ends(environment):
+    # The backup keeps its verified copy, and no rehearsal comes to drop it (as after a failure or --tags).
+    result = environment.playbook("migrate.yml", "-e", "backup_keep_scratch=true", "-e", "tmi_rehearse=false")
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert environment.records()[-1]["backup"]["scratch_db"] != ""
+    assert "TASK [tmi.migration.backup : Drop the verified copy kept for the rehearsal if it is still there]" in \
+        result.stdout
+    assert scratch_copies(environment) == []

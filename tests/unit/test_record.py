@@ -147,9 +147,15 @@ def test_auto_rollback_choice():
     assert record.rollback_choice("auto", {}, {}) == "emergency"  # the state could not be read
     assert record.rollback_choice("auto", clean, damaged) == "emergency"
     assert record.rollback_choice("planned", dirty, damaged) == "planned"
-    irreversible = {"rehearsal": {"rehearsed": True, "up_ok": True, "reversible": False}}
-    assert record.rollback_choice("auto", clean, irreversible) == "emergency"
-    reversible = {"rehearsal": {"rehearsed": True, "up_ok": True, "reversible": True}}
+    failing_down = {"rehearsal": {"rehearsed": True, "up_ok": True, "down_ok": False, "reversible": False}}
+    assert record.rollback_choice("auto", clean, failing_down) == "emergency"
+    data_not_back = {"rehearsal": {"rehearsed": True, "up_ok": True, "down_ok": True, "data_restored": False}}
+    assert record.rollback_choice("auto", clean, data_not_back) == "emergency"
+    schema_only = {"rehearsal": {"rehearsed": True, "up_ok": True, "down_ok": True, "data_restored": True,
+                                 "schema_restored": False, "reversible": False}}
+    assert record.rollback_choice("auto", clean, schema_only) == "planned"
+    reversible = {"rehearsal": {"rehearsed": True, "up_ok": True, "down_ok": True, "data_restored": True,
+                                "reversible": True}}
     assert record.rollback_choice("auto", clean, reversible) == "planned"
 
 
