@@ -341,6 +341,8 @@ def would(record):
                      % (backup["path"], backup.get("verify_database", "")))
     else:
         lines.append("take no backup")
+    if true(_mapping(record.get("rehearsal")).get("would_rehearse", False)):
+        lines.append("rehearse the plan up and back down on that verified copy before touching production")
     plan = migration.get("plan") or []
     if plan:
         lines.append("migrate from version %s to %s (%s through %s)" % (

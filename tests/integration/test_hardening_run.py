@@ -209,6 +209,7 @@ def test_check_mode_runs_to_the_end_says_what_it_would_do_and_changes_nothing(en
     message = said(result)
     assert "This run would:" in message and "migrate from version 15 to 17 (up through 16, 17)" in message
     assert "verify the dump by restoring it into" in message and "set Redis maxmemory-policy=\"allkeys-lru\"" in message
+    assert "rehearse the plan up and back down on that verified copy before touching production" in message
     assert "Run checked checked (check mode, nothing was changed)" in message
     assert environment.state() == before
     assert not (environment.tmp_path / "backups").exists()

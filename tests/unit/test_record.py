@@ -192,6 +192,8 @@ def test_check_mode_predictions():
     assert record.would(run) == [
         "take no backup", "migrate from version 15 to 17 (up through 16, 17)",
         'set Redis maxmemory-policy="allkeys-lru" (now "noeviction")', "leave the config file as it is"]
+    run["rehearsal"] = {"rehearsed": False, "would_rehearse": True}
+    assert "rehearse the plan up and back down on that verified copy before touching production" in record.would(run)
 
 
 def _write(path, document):
