@@ -449,7 +449,7 @@ def summary(record, auto_rollback=True):
 
 def rollback_choice(requested, state, record):
     """auto's choice: emergency when the schema is dirty, the post-migration check found damaged data, or the
-    rehearsal showed that the down files fail or do not bring the data back."""
+    down files failed in the rehearsal."""
     if requested != "auto":
         return requested
     state = _mapping(state)
@@ -458,12 +458,12 @@ def rollback_choice(requested, state, record):
     checks = _mapping(_mapping(record).get("validation")).get("failed_checks") or []
     if any(_mapping(item).get("check") in DATA_CHECKS for item in checks):
         return "emergency"
-    # The rehearsal ran the down files on the copy: they failed, or did not bring the data back. (A schema that
-    # differs alone still lets the planned rollback try: it keeps the writes made since, and falls back to the
-    # backup when it fails.)
+    # The rehearsal ran the down files on the copy and they failed. (Down files that ran but left the schema or
+    # the data otherwise - a data migration they do not undo - still let the planned rollback try: it keeps the
+    # writes made since, is judged by what its files may do, and falls back to the backup when it fails.)
     rehearsal = _mapping(_mapping(record).get("rehearsal"))
-    if true(rehearsal.get("rehearsed", False)) and true(rehearsal.get("up_ok", False)) and (
-            not true(rehearsal.get("down_ok", False)) or not true(rehearsal.get("data_restored", False))):
+    if true(rehearsal.get("rehearsed", False)) and true(rehearsal.get("up_ok", False)) and \
+            rehearsal.get("down_ok") is not None and not true(rehearsal.get("down_ok")):
         return "emergency"
     return "planned"
 

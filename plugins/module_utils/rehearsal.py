@@ -571,16 +571,24 @@ def summary_lines(result):
     downs = dict((entry["version"], entry) for entry in result.get("down", []))
     lines = [file_line(entry, downs.get(entry["version"])) for entry in result.get("up", [])]
     if result.get("up_ok"):
-        works = "the down files bring schema and data back to version %d" % result["version_before"]
-        lines.append("rollback: %s" % (works if result.get("reversible") else
-                                       "the planned rollback would NOT work (%s)" % result.get("down_error", "")))
+        if result.get("reversible"):
+            verdict = "the down files bring schema and data back to version %d" % result["version_before"]
+        elif result.get("down_ok"):
+            verdict = "the down files run but do NOT bring the start back (%s)" % result.get("down_error", "")
+        else:
+            verdict = "the planned rollback would NOT work (%s)" % result.get("down_error", "")
+        lines.append("rollback: %s" % verdict)
     return lines
 
 
 def irreversible_text(result):
-    return ("The planned rollback would not work: %s. A rollback of this migration will restore the backup instead "
-            "of running the down files, and the writes made after the migration would be lost with it; fix the "
-            "down files before migrating if the rollback must keep them." % result.get("down_error", ""))
+    if not result.get("down_ok"):
+        return ("The planned rollback would not work: %s. A rollback of this migration will restore the backup "
+                "instead of running the down files, and the writes made after the migration would be lost with it; "
+                "fix the down files before migrating if the rollback must keep them." % result.get("down_error", ""))
+    return ("The planned rollback would not bring the start back: %s. A planned rollback still runs them (it is "
+            "judged by what they may do); make the down files undo what the up files do if it must."
+            % result.get("down_error", ""))
 
 
 def gate(result, require_reversible=False, max_exclusive_seconds=None):

@@ -254,10 +254,11 @@ def test_a_table_production_did_not_write_since_the_backup_must_end_as_in_the_re
     assert expected == rehearsed
     _rows, findings = datacheck.judge(start, rehearsed, written, expected=expected)
     assert findings == []
+    # Content written by now() or a modified_at trigger differs by nature: only the rows count.
     _rows, findings = datacheck.judge(start, {"public.metadata": fig(10, "3")}, written, expected=expected)
-    assert [f["check"] for f in findings] == ["differs_from_rehearsal"] and findings[0]["severity"] == "warning"
-    assert "other content" in findings[0]["message"]
+    assert findings == []
     _rows, findings = datacheck.judge(start, {"public.metadata": fig(11, "3")}, written, expected=expected)
-    assert "11 rows instead of 10" in findings[0]["message"]
+    assert [f["check"] for f in findings] == ["differs_from_rehearsal"] and findings[0]["severity"] == "warning"
+    assert "11 rows instead of the 10" in findings[0]["message"]
     # Production wrote to the table between the backup and the baseline: the rehearsal says nothing of it.
     assert datacheck.rehearsed_results({"public.metadata": fig(11, "9")}, rehearsed, start) == {}

@@ -150,7 +150,7 @@ def test_auto_rollback_choice():
     failing_down = {"rehearsal": {"rehearsed": True, "up_ok": True, "down_ok": False, "reversible": False}}
     assert record.rollback_choice("auto", clean, failing_down) == "emergency"
     data_not_back = {"rehearsal": {"rehearsed": True, "up_ok": True, "down_ok": True, "data_restored": False}}
-    assert record.rollback_choice("auto", clean, data_not_back) == "emergency"
+    assert record.rollback_choice("auto", clean, data_not_back) == "planned"
     schema_only = {"rehearsal": {"rehearsed": True, "up_ok": True, "down_ok": True, "data_restored": True,
                                  "schema_restored": False, "reversible": False}}
     assert record.rollback_choice("auto", clean, schema_only) == "planned"
