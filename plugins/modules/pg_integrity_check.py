@@ -161,7 +161,7 @@ options:
       - With O(changes), the figures the rehearsal on the backup's verified copy ended with after the up files
         (M(tmi.migration.pg_rehearse)'s RV(tmi.migration.pg_rehearse#module:figures_after_up)). A table whose
         O(compare_to) figures equal O(rehearsed_from)'s - production had no write to it since the backup - must end
-        with as many rows; otherwise a C(differs_from_rehearsal) warning names it (content is not compared: now()
+        with as many rows; otherwise a C(differs_from_rehearsal) warning names it (content is not compared - now()
         and triggers that stamp a row make it differ by nature).
     type: dict
     default: {}
