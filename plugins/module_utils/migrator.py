@@ -384,11 +384,8 @@ class Migrator(object):
 
     def _failure_message(self, migration, direction, path, body, error, attempts, clean, version_before,
                          version_after, mode):
-        diag = error.diag
-        line, statement = files.locate_error(body, getattr(diag, "statement_position", None))
-        reason = (diag.message_primary or to_native(error)).strip()
-        if diag.message_detail:
-            reason += " (%s)" % diag.message_detail.strip()
+        line, statement = files.locate_error(body, getattr(error.diag, "statement_position", None))
+        reason = server_reason(error)
         where = "%s failed%s" % (path, " at line %d" % line if line else "")
         text = "Migration %d %s (%s) %s: %s [SQLSTATE %s]." % (
             migration.version, migration.title, direction, where, reason, error.pgcode)
@@ -527,6 +524,15 @@ class Migrator(object):
                 raise Refused(to_native(failure), **result) from failure
             current = after
         result["version_after"], result["dirty"] = self.read_state()
+
+
+def server_reason(error):
+    """The server's message of a psycopg2 error, with its detail: 'division by zero' or '... (Key ...)'."""
+    diag = getattr(error, "diag", None)
+    reason = to_native(getattr(diag, "message_primary", None) or error).strip()
+    if getattr(diag, "message_detail", None):
+        reason += " (%s)" % diag.message_detail.strip()
+    return reason
 
 
 def plan_dicts(steps):

@@ -246,7 +246,7 @@ class Observer(object):
         ``held`` runs from the first to the last sample that saw a lock. A CONCURRENTLY statement's lock is
         always seen (see _Sampler); another statement's lock held for less than the sampling interval may be
         missed: the entry says ``sampled``."""
-        pid = self.query("SELECT pg_backend_pid()")[0][0]
+        pid = self.conn.get_backend_pid()
         start = self.relations()
         names = dict(self.names)
         sampler = _Sampler(watch, pid)
@@ -345,10 +345,7 @@ def exclusive_seconds(statements):
 
 def failure_text(entry, error):
     """What failed in a rehearsed file: file, line, statement and the server's error."""
-    diag = getattr(error, "diag", None)
-    reason = to_native(getattr(diag, "message_primary", None) or error).strip()
-    if getattr(diag, "message_detail", None):
-        reason += " (%s)" % diag.message_detail.strip()
+    reason = migrator.server_reason(error)
     failed = entry.get("failed_statement") or {}
     where = " at line %s" % failed["line"] if failed.get("line") else ""
     text = "%s%s: %s" % (entry["file"], where, reason)
@@ -412,6 +409,8 @@ class Rehearsal(migrator.Migrator):
         except migrator.MigrationFailed as failure:
             entry["ok"] = False
             error = failure.__cause__ or failure
+            # A failed online build arrives wrapped (OnlineBuildFailed); its server error says what happened.
+            error = getattr(error, "error", error)
         statements = self.observed
         # The file's statements in order, with their lines; the prediction is the analysis of what ran (an
         # online build runs CREATE INDEX CONCURRENTLY where the file says CREATE INDEX).

@@ -170,3 +170,12 @@ def test_drop_scratch_drops_only_the_marked_copy(copy):
     dropped = run_module("pg_restore_backup", {**args, "target_db": scratch})
     assert dropped["changed"] is True and scratch not in databases(db)
     assert production(db) == before
+
+
+def test_an_online_build_that_fails_on_the_data_names_the_servers_error(copy, tmp_path):
+    db, backup, scratch = copy
+    path = migrations_with(tmp_path, 16, "up", "CREATE UNIQUE INDEX uq_one_threat ON threats (threat_model_id);")
+    result = rehearse(db, backup, scratch, path=path)
+    assert result["failed"] and result["up"][0]["ok"] is False and result["up"][0]["statements"][-1]["sampled"]
+    assert 'could not create unique index "uq_one_threat"' in result["msg"] and "[SQLSTATE 23505]" in result["msg"]
+    assert scratch not in databases(db)
