@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Filters over the run record (module_utils/record.py holds the code and the schema).
 
-Each filter is documented in plugins/filter/<name>.yml.
+Each filter wraps the function of the same purpose there (maintenance_window: module_utils/downtime.py).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -11,7 +11,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.tmi.migration.plugins.module_utils import record
+from ansible_collections.tmi.migration.plugins.module_utils import downtime, record
 
 
 def run_new(run_id, host, check_mode=False):
@@ -69,6 +69,14 @@ def cache_figures(measured, info_before, info_after, warmed=None):
     return record.cache_figures(measured, info_before, info_after, warmed)
 
 
+def maintenance_window(run, mode="auto", max_write_stall=1.0, app_enabled=True, online_index_builds=False):
+    """Where maintenance mode goes in the run (module_utils/downtime.py)."""
+    try:
+        return downtime.window(run, mode, max_write_stall, app_enabled, online_index_builds)
+    except (TypeError, ValueError) as error:
+        raise AnsibleFilterError("maintenance_window: %s" % error) from None
+
+
 class FilterModule(object):
     def filters(self):
         return {
@@ -85,4 +93,5 @@ class FilterModule(object):
             "rollback_choice": rollback_choice,
             "app_criteria": app_criteria,
             "cache_figures": cache_figures,
+            "maintenance_window": maintenance_window,
         }

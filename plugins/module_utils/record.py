@@ -31,8 +31,10 @@ import time
 from datetime import datetime, timezone
 
 # The phases of migrate.yml in their order; rollback.yml has lock and rollback only.
-PHASES = ("preflight", "backup", "rehearsal", "maintenance", "baseline", "migrate", "validate", "redis", "app",
-          "rollback")
+PHASES = ("preflight", "backup", "rehearsal", "window", "migrate_before", "maintenance", "baseline", "migrate", "release",
+          "migrate_after", "validate", "redis", "app", "rollback")
+# The phases that apply migration files: one segment each of the planned run (module_utils/downtime.py says which).
+MIGRATING = ("migrate_before", "migrate", "migrate_after")
 
 # What each phase's roles return (the fact each entry point sets), and the record section it goes to.
 PHASE_RESULTS = {
@@ -41,9 +43,13 @@ PHASE_RESULTS = {
     "lock": (("run_lock", "run_lock_result"),),
     "backup": (("backup", "backup_result"),),
     "rehearsal": (("rehearsal", "migrate_rehearsal_result"),),
+    "window": (("window", "tmi_window"),),
+    "migrate_before": (("migration", "migrate_result"),),
     "maintenance": (("maintenance", "app_config_maintenance_state"),),
     "baseline": (("baseline", "validate_baseline_result"),),
     "migrate": (("migration", "migrate_result"),),
+    "release": (("release", "validate_datacheck_result"), ("maintenance", "app_config_maintenance_state")),
+    "migrate_after": (("migration", "migrate_result"),),
     "validate": (("validation", "validate_post_result"),),
     "redis": (("redis", "redis_config_result"),),
     "app": (("app", "app_config_result"), ("maintenance", "app_config_maintenance_state")),
@@ -58,8 +64,10 @@ SECTIONS = {
     "run_lock": {},
     "backup": {},
     "rehearsal": {},
+    "window": {},
     "baseline": {},
     "migration": {},
+    "release": {},
     "validation": {},
     "redis": {},
     "app": {},
@@ -191,8 +199,30 @@ def update(record, variables, phase=None):
             value = normalise_rollback(value)
             if not record.get("run_id"):
                 record["run_id"] = value["run_id"]
+        if section == "migration" and phase in MIGRATING:
+            value = continued(_mapping(record.get(section)), _mapping(value))
         record[section] = value
     return record
+
+
+def continued(planned, segment):
+    """The migration section once ``segment`` (one call of the migrate role) ran part of the ``planned`` run.
+
+    The plan, its analysis, the version the run started from and its target stay the whole run's; the files
+    applied add up. A segment that is not part of the plan (another target) replaces the section, as before.
+    """
+    plan = planned.get("plan") or []
+    versions = [step.get("version") for step in plan]
+    ran = [step.get("version") for step in segment.get("plan") or []]
+    if not plan or not ran or any(version not in versions for version in ran):
+        return segment
+    merged = dict(segment)
+    for key in ("plan", "analysis", "version_before", "target_version", "missing_down", "edited_files"):
+        if key in planned:
+            merged[key] = planned[key]
+    merged["applied"] = list(planned.get("applied") or []) + list(segment.get("applied") or [])
+    merged["duration"] = round(sum(float(_mapping(item).get("duration") or 0) for item in merged["applied"]), 3)
+    return merged
 
 
 def failure_text(result):
@@ -272,7 +302,8 @@ def end(record, checkpoint=False, clock=None):
 
 
 # The phases that change production; the ones before them (preflight, backup, rehearsal) only read it.
-TOUCHING = ("maintenance", "baseline", "migrate", "validate", "redis", "app")
+TOUCHING = ("migrate_before", "maintenance", "baseline", "migrate", "release", "migrate_after", "validate", "redis",
+            "app")
 
 
 def touched(record):
@@ -344,6 +375,9 @@ def would(record):
     if true(_mapping(record.get("rehearsal")).get("would_rehearse", False)):
         lines.append("rehearse the plan up and back down on that verified copy before touching production")
     plan = migration.get("plan") or []
+    window = _mapping(record.get("window"))
+    if plan and window.get("lines"):
+        lines.append(window["lines"][0][0].lower() + window["lines"][0][1:])
     if plan:
         lines.append("migrate from version %s to %s (%s through %s)" % (
             migration.get("version_before"), migration.get("target_version"), plan[0].get("direction"),
@@ -386,6 +420,7 @@ def stats(record):
         "failed_checks": len(_mapping(record.get("validation")).get("failed_checks") or []),
         "rollback": rolled,
         "rehearsal": rehearsal_verdict(record),
+        "maintenance_window": (_mapping(record.get("window")).get("lines") or [""])[0],
         "criteria": dict((item["criterion"], item["result"]) for item in criteria(record)),
     }
 
@@ -448,14 +483,15 @@ def summary(record, auto_rollback=True):
 
 
 def rollback_choice(requested, state, record):
-    """auto's choice: emergency when the schema is dirty, the post-migration check found damaged data, or the
-    down files failed in the rehearsal."""
+    """auto's choice: emergency when the schema is dirty, the data check (at the end of the maintenance window, or
+    after the migration) found damaged data, or the down files failed in the rehearsal."""
     if requested != "auto":
         return requested
     state = _mapping(state)
     if true(state.get("dirty", True)):
         return "emergency"
-    checks = _mapping(_mapping(record).get("validation")).get("failed_checks") or []
+    checks = (list(_mapping(_mapping(record).get("validation")).get("failed_checks") or []) +
+              list(_mapping(_mapping(record).get("release")).get("failed_checks") or []))
     if any(_mapping(item).get("check") in DATA_CHECKS for item in checks):
         return "emergency"
     # The rehearsal ran the down files on the copy and they failed. (Down files that ran but left the schema or
