@@ -419,10 +419,10 @@ class Migrator(object):
             migration.version, migration.title, direction, where, reason, error.pgcode)
         if statement:
             text += " Statement: %s" % (statement if len(statement) < 600 else statement[:600] + " ...")
-        last = self.lock_waits[-1] if self.lock_waits else {}
+        cancelled = bool(self.lock_waits) and self.lock_waits[-1]["cancelled"]
+        waited = error.pgcode == LOCK_NOT_AVAILABLE or (error.pgcode == watchdog.QUERY_CANCELED and cancelled)
         if clean:
-            if error.pgcode == LOCK_NOT_AVAILABLE or (error.pgcode == watchdog.QUERY_CANCELED
-                                                       and last.get("cancelled")):
+            if waited:
                 cancels = sum(1 for wait in self.lock_waits if wait["cancelled"])
                 text += (" It could not get its locks within lock_timeout after %d attempts%s: a long transaction "
                          "holds a lock on the table. Nothing was changed; the version stays %d.%s Retry when the "

@@ -30,13 +30,14 @@ def alter_dir(tmp_path):
 
 
 class Blocker:
-    """A session holding ACCESS SHARE on the table in an open transaction, as a long application transaction does."""
+    """A session holding a lock on the table (ACCESS SHARE: a read) in an open transaction, as a long application
+    transaction does."""
 
-    def __init__(self, db):
+    def __init__(self, db, mode="ACCESS SHARE"):
         self.conn = db.server.connect(db.name, autocommit=False)
         with self.conn.cursor() as cur:
             cur.execute("SET application_name = 'tmi-blocker'")
-            cur.execute(f"LOCK TABLE {TABLE} IN ACCESS SHARE MODE")
+            cur.execute(f"LOCK TABLE {TABLE} IN {mode} MODE")
         self.pid = self.conn.get_backend_pid()
 
     def release(self):
@@ -94,6 +95,17 @@ class App(threading.Thread):
         self.stop.set()
         self.join(30)
         self.conn.close()
+
+
+def migration_waits(db, timeout=60.0):
+    """Return once pg_migrate's session waits for a lock."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if db.scalar("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                     "AND application_name = 'tmi.migration.pg_migrate'"):
+            return
+        time.sleep(0.02)
+    raise AssertionError("pg_migrate never waited for a lock")
 
 
 def migrate(db, directory, **args):
@@ -266,3 +278,68 @@ def test_a_file_that_waits_for_nothing_reports_no_wait_and_the_watchdog_session_
     assert not result.get("failed") and (applied["lock_waits"], applied["lock_wait_summary"]) == ([], "")
     left = tmi_db.scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'tmi.migration%'")
     assert left == 0
+
+
+def test_an_online_build_is_cancelled_and_rebuilt_when_sessions_queue_behind_it(tmi_db, tmp_path):
+    """CREATE INDEX CONCURRENTLY waits for SHARE UPDATE EXCLUSIVE behind a SHARE lock; a session asking for SHARE
+    (another index build, say) queues behind that request."""
+    tmi_db.migrate(15)
+    directory = copy_fixture(tmp_path, 15)
+    (directory / "000016_watchdog_index.up.sql").write_text(f"CREATE INDEX watchdog_idx ON {TABLE} (name);\n")
+    (directory / "000016_watchdog_index.down.sql").write_text("DROP INDEX watchdog_idx;\n")
+    blocker = Blocker(tmi_db, "SHARE")
+    queued = tmi_db.server.connect(tmi_db.name, autocommit=False)
+
+    def queue_behind():
+        migration_waits(tmi_db)
+        with queued.cursor() as cur:
+            cur.execute("SET application_name = 'tmi-app'")
+            cur.execute(f"LOCK TABLE {TABLE} IN SHARE MODE")  # waits behind the build's request, then holds
+        queued.rollback()
+
+    queuer = threading.Thread(target=queue_behind, daemon=True)
+    try:
+        run = migrate(tmi_db, directory, online_index_builds=True, lock_timeout="10s", lock_queue_timeout=0.3,
+                      lock_retries=5, lock_retry_delay=0.1)
+        release = blocker.release_at_attempt(tmi_db, 2)
+        queuer.start()
+        result = run.result()
+        release.join()
+        queuer.join()
+    finally:
+        blocker.release()
+        queued.close()
+    assert not result.get("failed"), result
+    applied = result["applied"][0]
+    assert applied["mode"] == "online" and applied["attempts"] >= 2 and state(tmi_db) == [(16, False)]
+    first = applied["lock_waits"][0]
+    assert (first["index"], first["attempt"], first["cancelled"]) == ("watchdog_idx", 1, True), applied["lock_waits"]
+    assert first["blockers"][0]["pid"] == blocker.pid
+    assert tmi_db.query("SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                        "WHERE c.relname = 'watchdog_idx'") == [(True,)]
+    assert applied["lock_wait_summary"].startswith("index watchdog_idx waited ")
+
+
+def test_a_file_run_statement_by_statement_is_watched_but_not_cancelled(tmi_db, tmp_path):
+    """Its statements before the waiting one are applied already: a cancel would leave it dirty, as a lock timeout
+    does, so only lock_timeout ends its wait."""
+    tmi_db.migrate(15)
+    directory = copy_fixture(tmp_path, 15)
+    (directory / "000016_watchdog_mixed.up.sql").write_text(
+        "CREATE INDEX CONCURRENTLY watchdog_mixed_idx ON users (name);\n"
+        f"ALTER TABLE {TABLE} ADD COLUMN watchdog_probe int;\n")
+    (directory / "000016_watchdog_mixed.down.sql").write_text(
+        f"ALTER TABLE {TABLE} DROP COLUMN watchdog_probe;\nDROP INDEX watchdog_mixed_idx;\n")
+    blocker = Blocker(tmi_db)
+    app = App(tmi_db)
+    app.start()
+    try:
+        result = migrate(tmi_db, directory, lock_timeout="1500ms", lock_queue_timeout=0.3, lock_retries=3).result()
+    finally:
+        app.finish()
+        blocker.release()
+    assert result["failed"] and "[SQLSTATE 55P03]" in result["msg"]
+    (waited,) = result["failed_migration"]["lock_waits"]
+    assert (waited["cancelled"], waited["queued"]) == (False, 1) and waited["waited_seconds"] > 1.3, waited
+    assert app.worst > 1.3, app.worst
+    assert state(tmi_db) == [(16, True)]
