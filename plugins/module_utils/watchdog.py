@@ -168,7 +168,8 @@ class Window(object):
         self.may_cancel, self.waitstart, self.interval, self.index = may_cancel, waitstart, interval, index
         self.cancelled = False
         self.error = None
-        self.first_wait = self.last_wait = None  # monotonic times: the wait began, last seen waiting
+        self.waits = []  # [began, last seen waiting] per lock wait of the attempt (a batch may wait more than once)
+        self.waiting = False
         self.queued, self.queued_seconds, self.blockers = 0, 0.0, {}
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="lock-queue-watchdog")
@@ -198,11 +199,12 @@ class Window(object):
         row = cur.fetchone()
         now = time.monotonic()
         if row is None or row[0] != "Lock":
+            self.waiting = False
             return
-        wait_age = row[2] or 0.0
-        began = max(self.started, now - wait_age)
-        self.first_wait = began if self.first_wait is None else min(self.first_wait, began)
-        self.last_wait = now
+        if not self.waiting:
+            self.waits.append([max(self.started, now - (row[2] or 0.0)), now])
+            self.waiting = True
+        self.waits[-1][1] = now
         cur.execute(WAITING_SQL % (WAITSTART if self.waitstart else "NULL::timestamptz"), (self.pid,))
         queued = queued_behind(self.pid, cur.fetchall())
         cur.execute(BLOCKERS_SQL, (self.pid,))
@@ -217,13 +219,11 @@ class Window(object):
 
     def entry(self):
         """The attempt's report, or None when it never waited for a lock (and the watchdog did not fail)."""
-        if self.first_wait is None and self.error is None:
+        if not self.waits and self.error is None:
             return None
-        waited = 0.0
-        if self.first_wait is not None:
-            # Seen waiting at the last poll: the wait lasted until about the attempt's end.
-            end = self.stopped if self.stopped - self.last_wait <= 2 * self.interval + 0.05 else self.last_wait
-            waited = max(0.0, end - self.first_wait)
+        if self.waiting:  # seen waiting at the last poll: the wait lasted until the attempt ended
+            self.waits[-1][1] = self.stopped
+        waited = sum(max(0.0, last - began) for began, last in self.waits)
         found = dict(attempt=self.attempt, waited_seconds=round(waited, 3), cancelled=self.cancelled,
                      queued=self.queued, queued_seconds=round(self.queued_seconds, 3),
                      blockers=[self.blockers[pid] for pid in sorted(self.blockers)])
