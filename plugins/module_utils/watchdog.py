@@ -156,6 +156,9 @@ def blockers_text(lock_waits):
             if pids:
                 text += (" Let that transaction finish, or end it (SELECT pg_terminate_backend(%s)) if it is stuck, "
                          "then run again." % ", ".join(str(pid) for pid in pids))
+            if len(pids) < len(wait["blockers"]):
+                text += " A prepared transaction ends with COMMIT PREPARED or ROLLBACK PREPARED (its gid is in " \
+                        "pg_prepared_xacts)."
             return text
     return ""
 
@@ -270,9 +273,6 @@ class Watchdog(object):
             entry = window.entry()
             if entry is not None:
                 into.append(entry)
-
-    def close(self):
-        self.conn.close()
 
 
 def cancelled(window, error):

@@ -12,6 +12,7 @@ import threading
 import time
 
 import psycopg2
+import pytest
 from test_pg_migrate import copy_fixture, state
 
 from conftest import REPO, ansible_env, run_playbook, start_module
@@ -112,6 +113,7 @@ def migrate(db, directory, **args):
     return start_module("pg_migrate", {"path": str(directory), "target_version": "16", **db.module_args(), **args})
 
 
+@pytest.mark.serial  # bounds how long a session waited
 def test_the_watchdog_cancels_early_retries_and_succeeds_once_the_blocker_commits(tmi_db, tmp_path):
     tmi_db.migrate(15)
     directory = alter_dir(tmp_path)
@@ -150,6 +152,7 @@ def test_the_watchdog_cancels_early_retries_and_succeeds_once_the_blocker_commit
     assert f"cancelled and retried {len(cancelled)} times" in summary
 
 
+@pytest.mark.serial  # bounds how long a session waited
 def test_without_queued_sessions_the_watchdog_does_not_cancel_and_lock_timeout_governs(tmi_db, tmp_path):
     tmi_db.migrate(15)
     directory = alter_dir(tmp_path)
@@ -173,6 +176,7 @@ def test_without_queued_sessions_the_watchdog_does_not_cancel_and_lock_timeout_g
     assert not any(wait["cancelled"] for wait in applied["lock_waits"])
 
 
+@pytest.mark.serial  # bounds how long a session waited
 def test_when_retries_run_out_the_failure_names_the_blocker_and_nothing_changed(tmi_db, tmp_path):
     tmi_db.migrate(15)
     directory = alter_dir(tmp_path)

@@ -103,6 +103,10 @@ def test_the_failure_names_the_last_blockers_and_the_remedy():
     assert text == ("Blocked by pid 4242 (app 'tmi', transaction 40.2 s old, idle in transaction). Let that "
                     "transaction finish, or end it (SELECT pg_terminate_backend(4242)) if it is stuck, then run again.")
     assert watchdog.blockers_text([]) == ""
+    prepared = watchdog.blocker_dict((0, None, None, None, None, None, None))
+    assert watchdog.blockers_text([wait(1, blockers=[prepared])]) == (
+        "Blocked by a prepared transaction (pg_prepared_xacts). A prepared transaction ends with COMMIT PREPARED or "
+        "ROLLBACK PREPARED (its gid is in pg_prepared_xacts).")
 
 
 def test_the_lock_waits_reach_the_run_record_with_the_applied_files():
