@@ -64,6 +64,22 @@ options:
     type: bool
     default: false
     version_added: 0.1.0
+  lock_queue_timeout:
+    description:
+      - Seconds that application sessions may queue behind a migration waiting for a lock before the lock-queue
+        watchdog cancels the attempt. The cancelled attempt is rolled back and retried like one that hit
+        O(lock_timeout) (O(lock_retries), O(lock_retry_delay)); a cancel from anything else (O(statement_timeout),
+        an operator) is not retried.
+      - A statement waiting for a table lock makes every later conflicting query on that table queue behind it, so
+        users stall although the migration has not started; this bounds that stall below O(lock_timeout).
+      - Only a migration that still waits for its lock is cancelled, never one that got it and is working. A file
+        that runs statement by statement is watched (its lock waits are reported) but not cancelled, since its
+        earlier statements are applied already; an online index build is cancelled and rebuilt.
+      - V(0) switches the watchdog off. M(tmi.migration.pg_rehearse) runs on a private copy without the
+        application and has no watchdog.
+    type: float
+    default: 1.0
+    version_added: 0.1.0
   history_table:
     description:
       - Table (in O(state_schema)) where each applied file is recorded with its sha256, duration and time.

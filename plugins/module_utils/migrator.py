@@ -16,11 +16,12 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
 import time
 import traceback
 
 from ansible.module_utils.common.text.converters import to_native
-from ansible_collections.tmi.migration.plugins.module_utils import analysis, bookkeeping, hazards
+from ansible_collections.tmi.migration.plugins.module_utils import analysis, bookkeeping, hazards, watchdog
 from ansible_collections.tmi.migration.plugins.module_utils import migrations as files
 
 try:
@@ -59,6 +60,7 @@ FILE_OPTIONS = dict(
     lock_retries=dict(type="int", default=5),
     lock_retry_delay=dict(type="float", default=2),
     online_index_builds=dict(type="bool", default=False),
+    lock_queue_timeout=dict(type="float", default=1.0),
     history_table=dict(type="str", default=bookkeeping.HISTORY_TABLE),
     run_lock_table=dict(type="str", default=bookkeeping.RUN_LOCK_TABLE),
 )
@@ -66,7 +68,7 @@ FILE_OPTIONS = dict(
 DEFAULTS = dict(operation="migrate", allow_down=False, state_table=bookkeeping.STATE_TABLE, state_schema=None,
                 history_table=bookkeeping.HISTORY_TABLE, run_lock_table=bookkeeping.RUN_LOCK_TABLE,
                 lock_wait_timeout=60, lock_timeout="5s", statement_timeout="0", lock_retries=5, lock_retry_delay=2,
-                online_index_builds=False)
+                online_index_builds=False, lock_queue_timeout=1.0)
 
 
 class Refused(Exception):
@@ -78,7 +80,11 @@ class Refused(Exception):
 
 
 class MigrationFailed(Exception):
-    pass
+    """A step failed; ``lock_waits`` are its attempts' lock waits (watchdog.Window.entry)."""
+
+    def __init__(self, message, lock_waits=()):
+        super(MigrationFailed, self).__init__(message)
+        self.lock_waits = list(lock_waits)
 
 
 class OnlineBuildFailed(Exception):
@@ -93,9 +99,11 @@ class Migrator(object):
     """golang-migrate's postgres driver semantics on one autocommit psycopg2 connection.
 
     ``options`` are the module's (see DEFAULTS); ``warn(message)`` reports warnings (the module's ``warn``).
+    ``watch``, a second autocommit connection to the same database, switches the lock-queue watchdog on
+    (``options["lock_queue_timeout"]`` > 0); the caller closes it.
     """
 
-    def __init__(self, conn, options, warn=None):
+    def __init__(self, conn, options, warn=None, watch=None):
         self.conn = conn
         self.options = dict(DEFAULTS, **options)
         self.warn = warn or (lambda message: None)
@@ -111,6 +119,9 @@ class Migrator(object):
         self.locked = False
         self.hazards = []
         self.warned = False
+        bound = self.options["lock_queue_timeout"] or 0
+        self.watchdog = watchdog.Watchdog(watch, bound, self.warn) if watch is not None and bound > 0 else None
+        self.lock_waits = []  # the lock waits of the step being applied
 
     def _ident(self, name):
         return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(name))
@@ -287,6 +298,12 @@ class Migrator(object):
     def _reset_timeouts(self):
         self.execute("RESET lock_timeout; RESET statement_timeout")
 
+    def _watched(self, attempt, may_cancel=True, index=None):
+        """The watchdog around one attempt (a context yielding its window), or nothing when it is off."""
+        if self.watchdog is None:
+            return contextlib.nullcontext()
+        return self.watchdog.watching(self.conn.get_backend_pid(), attempt, self.lock_waits, may_cancel, index)
+
     def apply(self, migration, direction, version_after, version_before):
         """Run one step with retries on lock timeouts; return its result dict or raise MigrationFailed."""
         path = migration.path(direction)
@@ -298,20 +315,26 @@ class Migrator(object):
         retries, delay = self.options["lock_retries"], self.options["lock_retry_delay"]
         attempt = 0
         started = time.monotonic()
+        self.lock_waits = []
         while True:
             attempt += 1
             self.set_version(version_after, True)
             self._session_timeouts()
+            window = None
             try:
                 if online:
                     attempt = self._run_online(body, retries, delay)
                 else:
-                    self._run_file(body, mode)
+                    # A cancel inside an autocommit file would leave its earlier statements applied: watched only.
+                    with self._watched(attempt, may_cancel=mode == "transaction") as window:
+                        self._run_file(body, mode)
             except (psycopg2.Error, OnlineBuildFailed) as failure:
                 self._reset_timeouts()
                 error = failure.error if isinstance(failure, OnlineBuildFailed) else failure
-                # A lock timeout rolls the whole batch back; a failed online build was undone: nothing remains.
-                retryable = error.pgcode == LOCK_NOT_AVAILABLE and mode == "transaction"
+                # A lock timeout, or the watchdog's cancel of a lock wait, rolls the whole batch back; a failed
+                # online build was undone: nothing remains.
+                retryable = (error.pgcode == LOCK_NOT_AVAILABLE or watchdog.cancelled(window, error)) \
+                    and mode == "transaction"
                 clean = retryable or online
                 if clean:
                     self.set_version(version_before, False)
@@ -319,13 +342,15 @@ class Migrator(object):
                     time.sleep(delay * (2 ** (attempt - 1)))
                     continue
                 raise MigrationFailed(self._failure_message(migration, direction, path, body, error, attempt, clean,
-                                                            version_before, version_after, mode)) from failure
+                                                            version_before, version_after, mode),
+                                      self.lock_waits) from failure
             self._reset_timeouts()
             duration = time.monotonic() - started
             self.set_version(version_after, False)
             self.record_history(migration, direction, path, duration, mode)
             return dict(version=migration.version, title=migration.title, direction=direction, file=path, mode=mode,
-                        statements=statements, attempts=attempt, duration=round(duration, 3))
+                        statements=statements, attempts=attempt, duration=round(duration, 3),
+                        lock_waits=self.lock_waits, lock_wait_summary=watchdog.describe(self.lock_waits))
 
     def _run_file(self, body, mode):
         """Run a file as golang-migrate does: one batch (one implicit transaction), or, for a file that cannot
@@ -362,14 +387,17 @@ class Migrator(object):
                 attempt = 0
                 while True:
                     attempt += 1
+                    window = None
                     try:
-                        self.execute(statement)
+                        with self._watched(attempt, index=name) as window:
+                            self.execute(statement)
                         break
                     except psycopg2.Error as error:
                         # A failed CONCURRENTLY build leaves an INVALID index behind.
                         if self._index_state(schema, name) == "invalid":
                             self._drop_index(schema, name)
-                        if error.pgcode != LOCK_NOT_AVAILABLE or attempt > retries:
+                        retryable = error.pgcode == LOCK_NOT_AVAILABLE or watchdog.cancelled(window, error)
+                        if not retryable or attempt > retries:
                             raise
                         time.sleep(delay * (2 ** (attempt - 1)))
                 most_attempts = max(most_attempts, attempt)
@@ -391,12 +419,18 @@ class Migrator(object):
             migration.version, migration.title, direction, where, reason, error.pgcode)
         if statement:
             text += " Statement: %s" % (statement if len(statement) < 600 else statement[:600] + " ...")
+        cancelled = bool(self.lock_waits) and self.lock_waits[-1]["cancelled"]
+        waited = error.pgcode == LOCK_NOT_AVAILABLE or (error.pgcode == watchdog.QUERY_CANCELED and cancelled)
         if clean:
-            if error.pgcode == LOCK_NOT_AVAILABLE:
-                text += (" It could not get its locks within lock_timeout after %d attempts: a long transaction "
-                         "holds a lock on the table. Nothing was changed; the version stays %d. Retry when the "
-                         "blocking session is gone (see pg_stat_activity), or raise lock_retries." %
-                         (attempts, version_before))
+            if waited:
+                cancels = sum(1 for wait in self.lock_waits if wait["cancelled"])
+                text += (" It could not get its locks within lock_timeout after %d attempts%s: a long transaction "
+                         "holds a lock on the table. Nothing was changed; the version stays %d.%s Retry when the "
+                         "blocking session is gone (see pg_stat_activity), or raise lock_retries." % (
+                             attempts, " (%d of them cancelled by the watchdog: application sessions queued behind "
+                                       "its lock request for longer than lock_queue_timeout, %s s)"
+                             % (cancels, self.options["lock_queue_timeout"]) if cancels else "",
+                             version_before, " " + watchdog.blockers_text(self.lock_waits) if self.lock_waits else ""))
             else:
                 text += " Nothing of it remains; the version stays %d. Fix the cause and run again." % version_before
             return text
@@ -521,6 +555,8 @@ class Migrator(object):
             except MigrationFailed as failure:
                 result["version_after"], result["dirty"] = self.read_state()
                 result["changed"] = True
+                result["failed_migration"] = dict(plan_dicts([(migration, direction, after)])[0],
+                                                  lock_waits=failure.lock_waits)
                 raise Refused(to_native(failure), **result) from failure
             current = after
         result["version_after"], result["dirty"] = self.read_state()

@@ -27,6 +27,11 @@ description:
   - Beyond golang-migrate, it retries on lock timeouts instead of queueing behind long transactions, can build the
     indexes of an index-only migration online (C(CREATE INDEX CONCURRENTLY)), and keeps a history of applied files
     with checksums so that an edited file is reported.
+  - While a file runs, a second session (the lock-queue watchdog, C(module_utils/watchdog.py), application_name
+    C(tmi.migration.pg_migrate watchdog)) watches whether the migration waits for a lock, who blocks it and who
+    queues behind it, and cancels the attempt once application sessions have queued behind it for longer than
+    O(lock_queue_timeout); the cancelled attempt is rolled back and retried like a lock timeout. Each applied file
+    reports its lock waits (RV(applied)).
   - It also says what the planned files will do (RV(analysis)) - per statement, the tables it acts on and what it does
     to their rows - and refuses a plan whose files act on tables the database does not have, before anything changes.
     The analysis is this collection's own (C(module_utils/analysis.py)), as no library reads migration files that way.
@@ -153,7 +158,14 @@ plan:
   elements: dict
   sample: [{"version": 16, "title": "add_performance_indexes", "direction": "up"}]
 applied:
-  description: The migrations applied, with timing and statement counts.
+  description:
+    - The migrations applied, with timing and statement counts.
+    - C(lock_waits) - one entry per attempt that waited for a lock (empty when none did), with C(attempt),
+      C(waited_seconds), C(cancelled) (the watchdog cancelled it), C(queued) (the most client sessions seen queued
+      behind it at once), C(queued_seconds) (the longest one of them waited), C(blockers) (the sessions that
+      blocked it, each with C(pid), C(application_name), C(state), C(xact_age_seconds), C(backend_type),
+      C(wait_event); never their query text, which can carry data), C(index) for an online build, and
+      C(watchdog_error) when the watchdog failed. C(lock_wait_summary) says the same in one line.
   returned: always
   type: list
   elements: dict
@@ -166,6 +178,26 @@ applied:
       statements: 13
       attempts: 1
       duration: 2.41
+      lock_waits: []
+      lock_wait_summary: ""
+    - version: 17
+      title: enhance_metadata
+      direction: up
+      file: /opt/tmi/auth/migrations/000017_enhance_metadata.up.sql
+      mode: transaction
+      statements: 5
+      attempts: 2
+      duration: 3.87
+      lock_waits:
+        - attempt: 1
+          waited_seconds: 1.06
+          cancelled: true
+          queued: 1
+          queued_seconds: 1.02
+          blockers: [{"pid": 4242, "application_name": "tmi", "state": "idle in transaction",
+                      "xact_age_seconds": 40.2, "backend_type": "client backend", "wait_event": "Client:ClientRead"}]
+      lock_wait_summary: "waited 1.06 s (attempt 1) behind pid 4242 (app 'tmi', transaction 40.2 s old, idle in
+        transaction), up to 1 session queued behind it for at most 1.02 s, cancelled and retried"
 analysis:
   description:
     - What the planned files do, read statement by statement with PostgreSQL's own parser (pglast), with the foreign
@@ -267,6 +299,13 @@ missing_down:
   elements: int
   sample: [17]
   version_added: 0.1.0
+failed_migration:
+  description:
+    - The file that failed, with the lock waits of its attempts (C(lock_waits), as in RV(applied)).
+  returned: when a migration failed
+  type: dict
+  version_added: 0.1.0
+  sample: {"version": 17, "title": "enhance_metadata", "direction": "up", "lock_waits": []}
 unrecorded_tables:
   description:
     - The tables of a schema that has no state table, when O(operation=status) or O(operation=migrate) refuses it
@@ -285,6 +324,7 @@ from ansible_collections.tmi.migration.plugins.module_utils import migrations as
 from ansible_collections.tmi.migration.plugins.module_utils.postgres import argument_spec, connect
 
 APPLICATION_NAME = "tmi.migration.pg_migrate"
+WATCHDOG_NAME = "tmi.migration.pg_migrate watchdog"
 
 
 def main():
@@ -315,9 +355,12 @@ def main():
         module.fail_json(msg=to_native(error))
 
     conn = connect(module, APPLICATION_NAME, autocommit=True)
+    # The watchdog's session is opened before anything changes: a failure to connect stops the run here.
+    watching = params["operation"] == "migrate" and not module.check_mode and (params["lock_queue_timeout"] or 0) > 0
+    watch = connect(module, WATCHDOG_NAME, autocommit=True) if watching else None
     engine = None
     try:
-        engine = migrator.Migrator(conn, params, module.warn)
+        engine = migrator.Migrator(conn, params, module.warn, watch)
         result = engine.run(migrations, target, latest, module.check_mode)
     except migrator.Refused as refusal:
         module.fail_json(msg=to_native(refusal), **refusal.details)
@@ -327,6 +370,8 @@ def main():
                 engine.release_lock()
         finally:
             conn.close()
+            if watch is not None:
+                watch.close()
     module.exit_json(**result)
 
 
