@@ -259,8 +259,8 @@ def main() -> int:
         rows = bench.database("tmi_source", 15)
         bench.sql(PGBENCH_IDS_SQL, "tmi_source")
         threats = bench.sql("SELECT count(*) FROM threats", "tmi_source")[0][0]
-        ids = [(str(tm), str(t)) for tm, t in bench.sql("SELECT tm_id, threat_id FROM bench_ids ORDER BY n LIMIT 1000",
-                                                         "tmi_source")]
+        sample = bench.sql("SELECT tm_id, threat_id FROM bench_ids ORDER BY n LIMIT 1000", "tmi_source")
+        ids = [(str(tm), str(t)) for tm, t in sample]
         runs = {way: run_way(bench, args, way, ids) for way in ways}
         result = {"threats": threats, "rate_per_endpoint": args.rate, "endpoints": list(ENDPOINTS),
                   "client_timeout_s": args.timeout, "app_statement_timeout_s": STATEMENT_TIMEOUT_S,
@@ -326,7 +326,7 @@ def timeline(plt, runs: dict, threats: int):
     for ax, (way, run) in zip(axes[:, 0], runs.items(), strict=True):
         origin = run["start"]
         done = [(s - origin, lat * 1000) for s, lat, failed in run["transactions"] if not failed]
-        ax.scatter([x for x, _ in done], [y for _, y in done], s=1, color="#bbbbbb", alpha=0.5, label="pgbench")
+        ax.scatter([x for x, _y in done], [y for _x, y in done], s=1, color="#bbbbbb", alpha=0.5, label="pgbench")
         for name in ENDPOINTS:
             ok = [r for r in run["requests"] if r.endpoint == name and r.outcome == "ok"]
             ax.scatter([r.scheduled - origin for r in ok], [r.latency * 1000 for r in ok], s=3,

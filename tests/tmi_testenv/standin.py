@@ -47,7 +47,6 @@ manager can drive it like systemd.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hmac
 import json
 import os
@@ -120,21 +119,24 @@ class Pool:
         self._idle: queue.LifoQueue = queue.LifoQueue()
         self._slots = threading.BoundedSemaphore(size)
 
-    @contextlib.contextmanager
-    def connection(self):
+    def take(self):
+        """A connection for one transaction (give it back with give()); waits for a free one."""
         if not self._slots.acquire(timeout=self._wait):
             raise RequestError(503, f"database busy: no free connection of {POOL_SIZE} within {self._wait:.0f} s")
-        conn = None
         try:
-            try:
-                conn = self._idle.get_nowait()
-            except queue.Empty:
-                conn = self._connect()
-            yield conn
-        finally:
-            if conn is not None and not conn.closed:
-                self._idle.put(conn)
+            return self._idle.get_nowait()
+        except queue.Empty:
+            pass
+        try:
+            return self._connect()
+        except BaseException:
             self._slots.release()
+            raise
+
+    def give(self, conn) -> None:
+        if not conn.closed:
+            self._idle.put(conn)
+        self._slots.release()
 
     def close(self) -> None:
         """Close the idle connections."""
@@ -184,20 +186,22 @@ class App:
         """work(cursor) in one transaction on a pooled connection; its result. A connection that broke
         is replaced and the work retried once; a statement that waited out the timeout answers 503."""
         for attempt in (1, 2):
-            with self.pool.connection() as conn:
-                try:
-                    with conn, conn.cursor() as cur:
-                        return work(cur)
-                except psycopg2.extensions.QueryCanceledError as error:
-                    raise RequestError(503, f"database busy: {str(error).strip()} "
-                                            f"(statement_timeout {self.statement_timeout} s)") from None
-                except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
-                    if not broken(conn, error):
-                        raise
-                    # Whatever broke this one (a restart, a terminated backend) broke the idle ones too.
-                    self.pool.close()
-                    if attempt == 2:
-                        raise RequestError(503, f"database unavailable: {str(error).strip()}") from None
+            conn = self.pool.take()
+            try:
+                with conn, conn.cursor() as cur:
+                    return work(cur)
+            except psycopg2.extensions.QueryCanceledError as error:
+                raise RequestError(503, f"database busy: {str(error).strip()} "
+                                        f"(statement_timeout {self.statement_timeout} s)") from None
+            except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
+                if not broken(conn, error):
+                    raise
+                # Whatever broke this one (a restart, a terminated backend) broke the idle ones too.
+                self.pool.close()
+                if attempt == 2:
+                    raise RequestError(503, f"database unavailable: {str(error).strip()}") from None
+            finally:
+                self.pool.give(conn)
         raise AssertionError("unreachable")
 
     def query(self, sql: str, params: tuple = ()) -> list[dict]:
