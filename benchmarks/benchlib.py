@@ -28,6 +28,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / ".build" / "collections"))
 
+from ansible_collections.tmi.migration.plugins.modules.api_probe import percentile  # noqa: E402  # nearest rank
+
 from tmi_testenv import fixture, standin  # noqa: E402
 from tmi_testenv.servers import PostgresServer, RedisServer  # noqa: E402
 
@@ -174,11 +176,25 @@ class Bench:
         return time.monotonic() - started
 
     def start_app(self, dbname: str) -> None:
-        """The TMI stand-in on this run's servers, configured as before the migration (cache off)."""
-        self.app = standin.StandIn(self.work / "app")
+        """The TMI stand-in on this run's servers, configured as before the migration (cache off).
+        Called again, it stops the running one and starts it afresh on the pre-migration config."""
+        if self.app is not None:
+            self.app.stop()
+        self.app = self.app or standin.StandIn(self.work / "app")
         env = self.playbook_env(dbname)
         standin.write_config(self.app.config, env, env)
         self.app.start()
+
+    def reset_redis(self) -> None:
+        """Redis' default values of the settings migrate.yml changes, and an empty cache: a second
+        migrate.yml in the same benchmark starts where the first one did."""
+        client = self.redis.client()
+        try:
+            client.config_set("maxmemory-policy", "noeviction")
+            client.config_set("notify-keyspace-events", "")
+            client.flushall()
+        finally:
+            client.close()
 
     def playbook_env(self, dbname: str) -> dict[str, str]:
         env = {**os.environ, **self.pg.env(dbname), **self.redis.env(), "PYTHONPATH": str(REPO / "tests"),
@@ -188,14 +204,15 @@ class Bench:
             env.update(self.app.env())
         return env
 
+    def playbook_argv(self, playbook: str | Path, *extra: str) -> list[str]:
+        return [str(BIN / "ansible-playbook"), "-i", str(REPO / "inventories" / "local"), str(REPO / playbook), *extra]
+
     def playbook(self, playbook: str | Path, dbname: str, *extra: str, env: dict | None = None) -> float:
         """ansible-playbook with the local inventory against dbname; wall-clock seconds, start-up included.
         Its standard output stays in self.output."""
-        argv = [str(BIN / "ansible-playbook"), "-i", str(REPO / "inventories" / "local"), str(REPO / playbook),
-                *extra]
         started = time.monotonic()
-        result = subprocess.run(argv, env={**self.playbook_env(dbname), **(env or {})}, cwd=REPO,
-                                capture_output=True, text=True, check=False)
+        result = subprocess.run(self.playbook_argv(playbook, *extra), env={**self.playbook_env(dbname), **(env or {})},
+                                cwd=REPO, capture_output=True, text=True, check=False)
         elapsed = time.monotonic() - started
         self.output = result.stdout
         if result.returncode != 0:
@@ -234,6 +251,105 @@ class Bench:
         figure.savefig(png_path, dpi=100, bbox_inches="tight")
         plt.close(figure)
         return json_path, png_path
+
+
+# --- a client load at the database: pgbench with TMI-shaped transactions -------------------
+# A sample of threats with their threat models, numbered 1..10000: what the load's transactions
+# (and the application benchmark's HTTP clients) pick from.
+PGBENCH_IDS_SQL = """
+CREATE TABLE bench_ids AS
+    SELECT row_number() OVER () AS n, threat_model_id AS tm_id, id AS threat_id
+    FROM (SELECT threat_model_id, id FROM threats ORDER BY md5(id::text) LIMIT 10000) AS sample;
+ALTER TABLE bench_ids ADD PRIMARY KEY (n);
+"""
+
+PGBENCH_SCRIPTS = {
+    # the granular API's list and lookup queries (the runbook's EXPLAIN queries)
+    "read": """\\set i random(1, 10000)
+SELECT id, name, severity FROM threats WHERE threat_model_id = (SELECT tm_id FROM bench_ids WHERE n = :i)
+    ORDER BY created_at DESC LIMIT 20;
+SELECT key, value FROM metadata WHERE entity_type = 'threat'
+    AND entity_id = (SELECT threat_id FROM bench_ids WHERE n = :i);
+""",
+    # edit a threat and add one
+    "threat": """\\set i random(1, 10000)
+BEGIN;
+UPDATE threats SET severity = 'High', modified_at = now() WHERE id = (SELECT threat_id FROM bench_ids WHERE n = :i);
+INSERT INTO threats (threat_model_id, name, severity) SELECT tm_id, 'bench threat', 'Low' FROM bench_ids WHERE n = :i;
+END;
+""",
+    # add metadata to a threat
+    "metadata": """\\set i random(1, 10000)
+\\set k random(1, 1000000000)
+INSERT INTO metadata (entity_type, entity_id, key, value)
+    SELECT 'threat', threat_id, 'bench_' || :k, 'v' FROM bench_ids WHERE n = :i;
+""",
+}
+PGBENCH_WEIGHTS = {"read": 6, "threat": 2, "metadata": 2}
+# The tables PGBENCH_SCRIPTS write, as the validation role's allow_changes declares them (writes, no deletes).
+PGBENCH_WRITES = [{"table": "threats", "changes": ["write"]}, {"table": "metadata", "changes": ["write"]}]
+
+
+class Pgbench:
+    """pgbench with PGBENCH_SCRIPTS at a fixed rate and a per-transaction log, from start() to stop()."""
+
+    def __init__(self, bench: Bench, dbname: str, logdir: Path, rate: int, clients: int):
+        self.bench, self.dbname, self.logdir, self.rate, self.clients = bench, dbname, logdir, rate, clients
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> Pgbench:
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        scripts = []
+        for name, text in PGBENCH_SCRIPTS.items():
+            path = self.logdir / f"{name}.sql"
+            path.write_text(text)
+            scripts += ["-f", f"{path}@{PGBENCH_WEIGHTS[name]}"]
+        argv = [self.bench.tool("pgbench"), "-n", "-c", str(self.clients), "-j", "2", "-R", str(self.rate),
+                "-T", "36000", "-l", f"--log-prefix={self.logdir}/log", "--failures-detailed", *scripts]
+        self.process = subprocess.Popen(argv, env=self.bench.pg_env(self.dbname), stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True)
+        return self
+
+    def stop(self) -> dict:
+        """Stop the load; its transactions (read_pgbench_log) and the clients pgbench aborted."""
+        # pgbench writes no summary when interrupted; everything comes from its per-transaction log,
+        # whose last buffered lines can be lost.
+        self.process.send_signal(signal.SIGINT)
+        _out, err = self.process.communicate(timeout=30)
+        return {"transactions": read_pgbench_log(self.logdir),
+                "aborted_clients": [line for line in err.splitlines() if "aborted" in line]}
+
+
+def read_pgbench_log(logdir: Path) -> list[tuple[float, float, bool]]:
+    """(scheduled start, latency in seconds, failed) per transaction, from pgbench's -l files.
+
+    A line is: client transaction_no time script_no epoch_s epoch_us [schedule_lag]; with
+    --rate, time runs from the scheduled start; a failed transaction has a word there.
+    """
+    transactions = []
+    for path in logdir.glob("log.*"):
+        for line in path.read_text().splitlines():
+            fields = line.split()
+            if len(fields) < 6:
+                continue
+            finished = int(fields[4]) + int(fields[5]) / 1e6
+            if fields[2].isdigit():
+                latency = int(fields[2]) / 1e6
+                transactions.append((finished - latency, latency, False))
+            else:
+                transactions.append((finished, 0.0, True))
+    return sorted(transactions)
+
+
+def pgbench_figures(transactions: list[tuple[float, float, bool]], start: float, end: float) -> dict:
+    """Latency figures of the transactions that ran (at least partly) between start and end."""
+    inside = [(s, lat, failed) for s, lat, failed in transactions if s <= end and s + lat >= start]
+    latencies = [lat for _s, lat, failed in inside if not failed]
+    return {"transactions": len(inside), "failed": sum(1 for *_x, failed in inside if failed),
+            "max_ms": round(max(latencies, default=0) * 1000, 1),
+            "p99_ms": round(percentile(latencies, 0.99) * 1000, 1) if latencies else 0.0,
+            "p50_ms": round(percentile(latencies, 0.50) * 1000, 1) if latencies else 0.0,
+            "seconds": round(end - start, 2)}
 
 
 def exit_status(met: bool) -> int:

@@ -23,47 +23,11 @@ latency timeline of both ways, migration windows shaded).
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import sys
 import time
-from pathlib import Path
 
-from benchlib import Bench, exit_status, parser, table
+from benchlib import PGBENCH_IDS_SQL, Bench, Pgbench, exit_status, parser, pgbench_figures, table
 
-# isort: split
-from ansible_collections.tmi.migration.plugins.modules.api_probe import percentile  # the probe's nearest rank
-
-SETUP = """
-CREATE TABLE bench_ids AS
-    SELECT row_number() OVER () AS n, threat_model_id AS tm_id, id AS threat_id
-    FROM (SELECT threat_model_id, id FROM threats ORDER BY md5(id::text) LIMIT 10000) AS sample;
-ALTER TABLE bench_ids ADD PRIMARY KEY (n);
-"""
-
-SCRIPTS = {
-    # the granular API's list and lookup queries (the runbook's EXPLAIN queries)
-    "read": """\\set i random(1, 10000)
-SELECT id, name, severity FROM threats WHERE threat_model_id = (SELECT tm_id FROM bench_ids WHERE n = :i)
-    ORDER BY created_at DESC LIMIT 20;
-SELECT key, value FROM metadata WHERE entity_type = 'threat'
-    AND entity_id = (SELECT threat_id FROM bench_ids WHERE n = :i);
-""",
-    # edit a threat and add one
-    "threat": """\\set i random(1, 10000)
-BEGIN;
-UPDATE threats SET severity = 'High', modified_at = now() WHERE id = (SELECT threat_id FROM bench_ids WHERE n = :i);
-INSERT INTO threats (threat_model_id, name, severity) SELECT tm_id, 'bench threat', 'Low' FROM bench_ids WHERE n = :i;
-END;
-""",
-    # add metadata to a threat
-    "metadata": """\\set i random(1, 10000)
-\\set k random(1, 1000000000)
-INSERT INTO metadata (entity_type, entity_id, key, value)
-    SELECT 'threat', threat_id, 'bench_' || :k, 'v' FROM bench_ids WHERE n = :i;
-""",
-}
-WEIGHTS = {"read": 6, "threat": 2, "metadata": 2}
 WARMUP, SETTLE = 5.0, 5.0
 
 
@@ -73,17 +37,7 @@ def migrate_collection(bench: Bench, dbname: str, version: int) -> None:
 
 def run_way(bench: Bench, args, way: str, dbname: str, migrate) -> dict:
     """pgbench at a fixed rate throughout both migrations; the windows and the per-transaction log."""
-    logdir = bench.work / way
-    logdir.mkdir()
-    scripts = []
-    for name, text in SCRIPTS.items():
-        path = logdir / f"{name}.sql"
-        path.write_text(text)
-        scripts += ["-f", f"{path}@{WEIGHTS[name]}"]
-    argv = [bench.tool("pgbench"), "-n", "-c", str(args.clients), "-j", "2", "-R", str(args.rate), "-T", "3600",
-            "-l", f"--log-prefix={logdir}/log", "--failures-detailed", *scripts]
-    load = subprocess.Popen(argv, env=bench.pg_env(dbname), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    load = Pgbench(bench, dbname, bench.work / way, args.rate, args.clients).start()
     windows = []
     try:
         time.sleep(WARMUP)
@@ -93,45 +47,12 @@ def run_way(bench: Bench, args, way: str, dbname: str, migrate) -> dict:
             windows.append({"migration": version, "start": started, "end": time.time()})
         time.sleep(SETTLE)
     finally:
-        # pgbench writes no summary when interrupted; everything below comes from its per-transaction log,
-        # whose last buffered lines (from the settle period, after the migrations) can be lost.
-        load.send_signal(signal.SIGINT)
-        _out, err = load.communicate(timeout=30)
-    transactions = read_log(logdir)
-    aborted = [line for line in err.splitlines() if "aborted" in line]
-    return {"windows": windows, "transactions": transactions, "aborted_clients": aborted}
-
-
-def read_log(logdir: Path) -> list[tuple[float, float, bool]]:
-    """(scheduled start, latency in seconds, failed) per transaction, from pgbench's -l files.
-
-    A line is: client transaction_no time script_no epoch_s epoch_us [schedule_lag]; with
-    --rate, time runs from the scheduled start; a failed transaction has a word there.
-    """
-    transactions = []
-    for path in logdir.glob("log.*"):
-        for line in path.read_text().splitlines():
-            fields = line.split()
-            if len(fields) < 6:
-                continue
-            finished = int(fields[4]) + int(fields[5]) / 1e6
-            if fields[2].isdigit():
-                latency = int(fields[2]) / 1e6
-                transactions.append((finished - latency, latency, False))
-            else:
-                transactions.append((finished, 0.0, True))
-    return sorted(transactions)
+        done = load.stop()
+    return {"windows": windows, **done}
 
 
 def figures(run: dict, start: float, end: float) -> dict:
-    """Latency figures of the transactions that ran (at least partly) between start and end."""
-    inside = [(s, lat, failed) for s, lat, failed in run["transactions"] if s <= end and s + lat >= start]
-    latencies = [lat for _s, lat, failed in inside if not failed]
-    return {"transactions": len(inside), "failed": sum(1 for *_x, failed in inside if failed),
-            "max_ms": round(max(latencies, default=0) * 1000, 1),
-            "p99_ms": round(percentile(latencies, 0.99) * 1000, 1) if latencies else 0.0,
-            "p50_ms": round(percentile(latencies, 0.50) * 1000, 1) if latencies else 0.0,
-            "seconds": round(end - start, 2)}
+    return pgbench_figures(run["transactions"], start, end)
 
 
 def main() -> int:
@@ -141,7 +62,7 @@ def main() -> int:
     args = p.parse_args()
     with Bench("online_migration", args) as bench:
         rows = bench.database("tmi_runbook", 15)
-        bench.sql(SETUP, "tmi_runbook")
+        bench.sql(PGBENCH_IDS_SQL, "tmi_runbook")
         threats = bench.sql("SELECT count(*) FROM threats", "tmi_runbook")[0][0]
         bench.clone("tmi_runbook", "tmi_collection")
         runs = {"runbook": run_way(bench, args, "runbook", "tmi_runbook", Bench.psql_migrate),

@@ -22,7 +22,10 @@ BENCHMARKS = [
     ("restore", [], {"restore_seconds", "bare_pg_restore_seconds", "planned_rollback_seconds", "ratio"}),
     ("orchestration", [], {"parts", "phases", "migrate_seconds", "tasks", "slowest_tasks", "ratio", "targets"}),
     ("online_migration", ["--rate", "50"], {"ways", "threats", "target"}),
+    # migrate.yml twice (both ways) under both loads, at low rates: the longest of these
+    ("application", ["--rate", "5", "--pgbench-rate", "10"], {"ways", "threats", "target", "endpoints"}),
 ]
+TIMEOUTS = {"application": 1200}  # seconds; 600 for the others
 MISSED = 3  # benchlib's exit status for "ran, target missed"
 
 
@@ -31,7 +34,7 @@ def test_benchmark_runs_and_writes_its_results(name, extra, keys, tmp_path):
     scale = 40
     result = subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{name}.py"), "--scale", str(scale),
                              "--repeat", "1", "--out", str(tmp_path), *extra], cwd=REPO, capture_output=True,
-                            text=True, check=False, timeout=600)
+                            text=True, check=False, timeout=TIMEOUTS.get(name, 600))
     assert result.returncode in (0, MISSED), result.stdout[-3000:] + result.stderr[-3000:]
     figures = json.loads((tmp_path / f"{name}-{scale}.json").read_text())
     assert keys <= set(figures), sorted(keys - set(figures))
@@ -42,3 +45,32 @@ def test_benchmark_runs_and_writes_its_results(name, extra, keys, tmp_path):
     if name == "online_migration":
         collection = figures["ways"]["collection"]["whole_migration"]
         assert collection["transactions"] > 0, "the client load ran during the migration"
+    if name == "application":
+        check_application_figures(figures)
+
+
+def check_application_figures(figures: dict) -> None:
+    """Each way has the figures of the whole run and of every phase, and they add up."""
+    assert set(figures["ways"]) == {"runbook", "collection"}
+    for way, data in figures["ways"].items():
+        windows = data["windows"]
+        phases = [p["phase"] for p in data["phases"]]
+        assert {"preflight", "backup", "maintenance", "migrate", "validate", "app"} <= set(phases), (way, phases)
+        assert set(windows) == {"whole run", *phases}
+        whole = windows["whole run"]
+        for window, f in windows.items():
+            for endpoint in ("all", *figures["endpoints"]):
+                h = f["http"][endpoint]
+                outcomes = h["ok"] + h["failed_5xx"] + h["refused"] + h["reset"] + h["timeouts"] + h["other"]
+                assert h["requests"] == outcomes, (way, window, endpoint, h)
+                assert 0 <= h["longest_without_success_s"] <= f["seconds"] + 0.01, (way, window, endpoint, h)
+            assert f["http"]["all"]["requests"] <= whole["http"]["all"]["requests"]
+        assert whole["http"]["all"]["ok"] > 0 and whole["pgbench"]["transactions"] > 0, way
+        assert sum(windows[p]["http"]["all"]["requests"] for p in phases) <= whole["http"]["all"]["requests"]
+        for endpoint in figures["endpoints"]:
+            assert whole["http"][endpoint]["ok"] > 0, (way, endpoint)
+    # The runbook's way keeps the application in maintenance throughout the migration: the harness sees it.
+    migrate = figures["ways"]["runbook"]["windows"]["migrate"]["http"]["all"]
+    assert migrate["requests"] > 0 and migrate["maintenance_503"] == migrate["requests"], migrate
+    assert (figures["ways"]["runbook"]["windows"]["whole run"]["http"]["all"]["longest_without_success_s"]
+            >= figures["ways"]["runbook"]["windows"]["migrate"]["seconds"])

@@ -13,6 +13,29 @@ keyspace hit and miss counters mean what they would mean with TMI:
   into the cache.
 - ``GET /admin/config``: the effective configuration without secrets (tests read it).
 - ``GET /threat_models/{id}/threats|documents|sources``: the granular API (503 in maintenance).
+- ``POST /threat_models/{id}/threats`` with a JSON body ``{"name": ..., "severity": ...}``
+  (``description`` optional; severity one of the schema's, default ``Unknown``): creates a threat,
+  201 with ``{"id": ...}``; 400 for a bad body, 404 for an unknown threat model.
+- ``GET /threat_models/{id}/threats/{threat_id}/metadata``: the threat's metadata keys and values.
+- ``PUT /threat_models/{id}/threats/{threat_id}/metadata/{key}`` with ``{"value": ...}``: sets a
+  metadata key of the threat, 201 when it creates the key, 200 when it replaces the value; 400 for
+  a key or value schema 17 would refuse (so that rows written at 15 pass 000017), 404 for an unknown
+  threat. The upsert is an UPDATE, then an INSERT when nothing was updated, under a transaction-level
+  advisory lock on (threat, key): it works at schema 15 (no unique constraint on metadata) and 17
+  (UNIQUE (entity_type, entity_id, key)) alike, and concurrent requests never insert a key twice.
+
+The write endpoints answer 503 in maintenance, like the reads, and delete the cache entry they
+change (the threat model's threat list; the threat's metadata list) after their transaction commits.
+
+Database access: a pool of at most ``POOL_SIZE`` connections shared by the request threads (one
+request holds one connection; a request finding none free waits for one up to the statement
+timeout). Each statement may wait up to ``database.statement_timeout`` of the config (default
+``30s``; a lock wait counts): a request queued behind a migration's lock waits rather than failing
+at once, and answers 503 with the reason when the time is up. A connection that broke (the server
+restarted, the database was swapped or dropped under it, the backend was terminated) is replaced and
+the request retried once on a fresh one; every request is safe to retry (a created threat's id is
+chosen before the INSERT, which does nothing when that id exists). A database that cannot be reached
+answers 503 with the reason.
 
 Everything but /health and /ready needs ``Authorization: Bearer <token>``, the token being the
 content of ``--token-file``. Lifecycle: ``python -m tmi_testenv standin start|stop|restart|status``
@@ -27,6 +50,7 @@ import argparse
 import hmac
 import json
 import os
+import queue
 import re
 import shlex
 import signal
@@ -35,15 +59,26 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import psycopg2
+import psycopg2.extensions
 import redis
 import yaml
 
-_GRANULAR = re.compile(r"^/threat_models/([0-9a-fA-F-]{36})/(threats|documents|sources)$")
+_UUID = r"([0-9a-fA-F-]{36})"
+_GRANULAR = re.compile(rf"^/threat_models/{_UUID}/(threats|documents|sources)$")
+_THREAT_METADATA = re.compile(rf"^/threat_models/{_UUID}/threats/{_UUID}/metadata(?:/([^/]*))?$")
 WARM_LIMIT = 1000  # threat models POST /admin/cache/warm loads
+POOL_SIZE = 32  # database connections the request threads share
+STATEMENT_TIMEOUT = "30s"  # how long a statement may wait (for a lock too) unless the config says otherwise
+SEVERITIES = ("Unknown", "None", "Low", "Medium", "High", "Critical")  # the threats table's CHECK
+_METADATA_KEY = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")  # schema 17's key rules (CHECK and varchar(128))
+MAX_METADATA_VALUE = 65535  # schema 17's CHECK on metadata.value
+MAX_BODY = 1 << 20
 
 _LIST_SQL = {
     "threats": "SELECT id, name, severity, status, created_at FROM threats "
@@ -64,6 +99,59 @@ def parse_ttl(value: object, default: int) -> int:
     return int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
 
 
+class RequestError(Exception):
+    """A request the application refuses: the status and the reason go to the client."""
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status = status
+
+
+class Pool:
+    """At most ``size`` connections shared by the request threads, opened on demand.
+
+    psycopg2 connections are thread-safe only one transaction at a time, so a request checks one out
+    for its whole transaction. A connection that broke is closed and not given back.
+    """
+
+    def __init__(self, connect, size: int, wait: float):
+        self._connect, self._wait = connect, wait
+        self._idle: queue.LifoQueue = queue.LifoQueue()
+        self._slots = threading.BoundedSemaphore(size)
+
+    def take(self):
+        """A connection for one transaction (give it back with give()); waits for a free one."""
+        if not self._slots.acquire(timeout=self._wait):
+            raise RequestError(503, f"database busy: no free connection of {POOL_SIZE} within {self._wait:.0f} s")
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            pass
+        try:
+            return self._connect()
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def give(self, conn) -> None:
+        if not conn.closed:
+            self._idle.put(conn)
+        self._slots.release()
+
+    def close(self) -> None:
+        """Close the idle connections."""
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
+
+
+def broken(conn, error: Exception) -> bool:
+    """Whether an error means the connection is gone (retry on a new one) rather than a refused statement."""
+    return isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError)) and bool(conn.closed)
+
+
 class App:
     """The service state: configuration, connections and the maintenance flag."""
 
@@ -79,30 +167,50 @@ class App:
         self.ttls = {"default": parse_ttl(cache.get("default_ttl"), 300),
                      "threat_model": parse_ttl(cache.get("threat_model_ttl"), 600),
                      "auth_data": parse_ttl(cache.get("auth_data_ttl"), 900)}
-        self._local = threading.local()
+        self.statement_timeout = parse_ttl(self.database.get("statement_timeout"), parse_ttl(STATEMENT_TIMEOUT, 30))
+        self.pool = Pool(self._connect, POOL_SIZE, self.statement_timeout)
         self._redis = None
 
     # -- connections ------------------------------------------------------------------
-    def db(self):
-        conn = getattr(self._local, "conn", None)
-        if conn is None or conn.closed:
-            conn = psycopg2.connect(host=self.database.get("host"), port=self.database.get("port"),
+    def _connect(self):
+        try:
+            return psycopg2.connect(host=self.database.get("host"), port=self.database.get("port"),
                                     dbname=self.database.get("name"), user=self.database.get("user"),
                                     password=self.database.get("password"), connect_timeout=3,
-                                    application_name="tmi-standin")
-            conn.autocommit = True
-            self._local.conn = conn
-        return conn
+                                    application_name="tmi-standin",
+                                    options=f"-c statement_timeout={self.statement_timeout * 1000}")
+        except psycopg2.OperationalError as error:
+            raise RequestError(503, f"database unavailable: {str(error).strip()}") from None
+
+    def transaction(self, work):
+        """work(cursor) in one transaction on a pooled connection; its result. A connection that broke
+        is replaced and the work retried once; a statement that waited out the timeout answers 503."""
+        for attempt in (1, 2):
+            conn = self.pool.take()
+            try:
+                with conn, conn.cursor() as cur:
+                    return work(cur)
+            except psycopg2.extensions.QueryCanceledError as error:
+                raise RequestError(503, f"database busy: {str(error).strip()} "
+                                        f"(statement_timeout {self.statement_timeout} s)") from None
+            except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
+                if not broken(conn, error):
+                    raise
+                # Whatever broke this one (a restart, a terminated backend) broke the idle ones too.
+                self.pool.close()
+                if attempt == 2:
+                    raise RequestError(503, f"database unavailable: {str(error).strip()}") from None
+            finally:
+                self.pool.give(conn)
+        raise AssertionError("unreachable")
 
     def query(self, sql: str, params: tuple = ()) -> list[dict]:
-        try:
-            with self.db().cursor() as cur:
-                cur.execute(sql, params)
-                names = [c.name for c in cur.description]
-                return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-        except Exception:
-            self._local.conn = None
-            raise
+        def rows(cur) -> list[dict]:
+            cur.execute(sql, params)
+            names = [c.name for c in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+        return self.transaction(rows)
 
     def redis(self):
         if self._redis is None:
@@ -132,7 +240,7 @@ class App:
         problems = {}
         try:
             self.query("SELECT 1")
-        except (psycopg2.Error, OSError) as error:  # the reason is the answer
+        except (psycopg2.Error, OSError, RequestError) as error:  # the reason is the answer
             problems["database"] = str(error).strip()
         if self.cache_enabled:
             try:
@@ -146,7 +254,7 @@ class App:
     def ready(self) -> tuple[int, dict]:
         try:
             rows = self.query("SELECT version, dirty FROM schema_migrations")
-        except (psycopg2.Error, OSError) as error:
+        except (psycopg2.Error, OSError, RequestError) as error:
             return 503, {"status": "not ready", "database": str(error).strip()}
         if not rows or rows[0]["dirty"]:
             return 503, {"status": "not ready", "schema": rows[0] if rows else "no version"}
@@ -164,6 +272,87 @@ class App:
         if self.cache_enabled:
             self.redis().set(key, json.dumps(rows), ex=self.ttls["threat_model"])
         return 200, rows
+
+    def create_threat(self, threat_model_id: str, body: dict) -> tuple[int, dict]:
+        name, severity = body.get("name"), body.get("severity", "Unknown")
+        description = body.get("description")
+        if not isinstance(name, str) or not name.strip() or len(name) > 255:
+            raise RequestError(400, "name: a non-empty string of at most 255 characters is required")
+        if severity not in SEVERITIES:
+            raise RequestError(400, f"severity: one of {', '.join(SEVERITIES)}")
+        if description is not None and not isinstance(description, str):
+            raise RequestError(400, "description: a string")
+        threat_id = str(uuid.uuid4())  # chosen here, so that a retried INSERT does nothing twice
+
+        def insert(cur) -> bool:
+            cur.execute("INSERT INTO threats (id, threat_model_id, name, severity, description) "
+                        "SELECT %s, id, %s, %s, %s FROM threat_models WHERE id = %s "
+                        "ON CONFLICT (id) DO NOTHING RETURNING id",
+                        (threat_id, name, severity, description, threat_model_id))
+            if cur.fetchone():
+                return True
+            cur.execute("SELECT 1 FROM threats WHERE id = %s", (threat_id,))  # inserted by the first attempt
+            return cur.fetchone() is not None
+
+        if not self.transaction(insert):
+            raise RequestError(404, f"threat model {threat_model_id} not found")
+        self.invalidate(f"cache:threat_model:{threat_model_id}:threats")
+        return 201, {"id": threat_id}
+
+    def threat_metadata(self, threat_model_id: str, threat_id: str) -> tuple[int, object]:
+        key = f"cache:threat:{threat_id}:metadata"
+        if self.cache_enabled:
+            cached = self.redis().get(key)
+            if cached is not None:
+                return 200, json.loads(cached)
+
+        def read(cur):
+            cur.execute("SELECT 1 FROM threats WHERE id = %s AND threat_model_id = %s", (threat_id, threat_model_id))
+            if cur.fetchone() is None:
+                return None
+            cur.execute("SELECT key, value FROM metadata WHERE entity_type = 'threat' AND entity_id = %s "
+                        "ORDER BY key, id", (threat_id,))
+            return [{"key": k, "value": v} for k, v in cur.fetchall()]
+
+        rows = self.transaction(read)
+        if rows is None:
+            raise RequestError(404, f"threat {threat_id} of threat model {threat_model_id} not found")
+        if self.cache_enabled:
+            self.redis().set(key, json.dumps(rows), ex=self.ttls["default"])
+        return 200, rows
+
+    def set_threat_metadata(self, threat_model_id: str, threat_id: str, key: str, body: dict) -> tuple[int, dict]:
+        value = body.get("value")
+        if not _METADATA_KEY.match(key):
+            raise RequestError(400, "key: 1 to 128 characters of a-z, A-Z, 0-9, _ and -")
+        if not isinstance(value, str) or len(value) > MAX_METADATA_VALUE:
+            raise RequestError(400, f"value: a string of at most {MAX_METADATA_VALUE} characters is required")
+
+        def upsert(cur):
+            # No ON CONFLICT: the unique constraint it would need exists only from schema 17. The advisory
+            # lock makes UPDATE-then-INSERT safe between concurrent requests for the same key at 15 too.
+            cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                        (f"metadata:threat:{threat_id}:{key}",))
+            cur.execute("SELECT 1 FROM threats WHERE id = %s AND threat_model_id = %s", (threat_id, threat_model_id))
+            if cur.fetchone() is None:
+                return None
+            cur.execute("UPDATE metadata SET value = %s, modified_at = now() "
+                        "WHERE entity_type = 'threat' AND entity_id = %s AND key = %s", (value, threat_id, key))
+            if cur.rowcount:
+                return False
+            cur.execute("INSERT INTO metadata (entity_type, entity_id, key, value) VALUES ('threat', %s, %s, %s)",
+                        (threat_id, key, value))
+            return True
+
+        created = self.transaction(upsert)
+        if created is None:
+            raise RequestError(404, f"threat {threat_id} of threat model {threat_model_id} not found")
+        self.invalidate(f"cache:threat:{threat_id}:metadata")
+        return (201 if created else 200), {"key": key, "value": value, "created": created}
+
+    def invalidate(self, key: str) -> None:
+        if self.cache_enabled:
+            self.redis().delete(key)
 
     def warm(self) -> dict:
         if not self.cache_enabled:
@@ -201,6 +390,18 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _body(self) -> dict:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            raise RequestError(413, f"body larger than {MAX_BODY} bytes")
+        try:
+            body = json.loads(self.rfile.read(length) or b"{}")
+        except ValueError as error:
+            raise RequestError(400, f"body is not JSON: {error}") from None
+        if not isinstance(body, dict):
+            raise RequestError(400, "body: a JSON object is required")
+        return body
+
     def _authorized(self) -> bool:
         header = self.headers.get("Authorization", "")
         return header.startswith("Bearer ") and hmac.compare_digest(header[7:].encode(), self.app.token.encode())
@@ -227,23 +428,36 @@ class Handler(BaseHTTPRequestHandler):
         match = _GRANULAR.match(path)
         if match and self.command == "GET":
             return self.app.granular(match.group(1), match.group(2))
+        if match and match.group(2) == "threats" and self.command == "POST":
+            return self.app.create_threat(match.group(1), self._body())
+        match = _THREAT_METADATA.match(path)
+        if match and match.group(3) is None and self.command == "GET":
+            return self.app.threat_metadata(match.group(1), match.group(2))
+        if match and match.group(3) is not None and self.command == "PUT":
+            key = urllib.parse.unquote(match.group(3))
+            return self.app.set_threat_metadata(match.group(1), match.group(2), key, self._body())
         return 404, {"error": f"no route {self.command} {path}"}
 
     def _handle(self) -> None:
         try:
             status, body = self._dispatch()
+        except RequestError as error:
+            status, body = error.status, {"error": str(error)}
         except Exception as error:  # noqa: BLE001 - a server answers every request, a 500 with the reason
             status, body = 500, {"error": str(error).strip()}
         self._send(status, body)
 
     do_GET = _handle
     do_POST = _handle
+    do_PUT = _handle
 
 
 def serve(config: Path, state_dir: Path, token_file: Path, port: int) -> None:
     app = App(config, state_dir, token_file.read_text().strip())
     handler = type("BoundHandler", (Handler,), {"app": app})
-    httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    # The listen backlog of a real server (socketserver's default of 5 resets a burst of clients).
+    server_class = type("Server", (ThreadingHTTPServer,), {"request_queue_size": 128})
+    httpd = server_class(("127.0.0.1", port), handler)
     httpd.daemon_threads = True
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=httpd.shutdown).start())
     print(f"tmi-standin pid {os.getpid()} serving 127.0.0.1:{port} with {config}", file=sys.stderr, flush=True)
@@ -413,14 +627,19 @@ class StandIn:
     def pid(self) -> int | None:
         return _pid(self.state_dir)
 
-    def request(self, method: str, path: str, token: str | None = "") -> tuple[int, object]:
+    def request(self, method: str, path: str, token: str | None = "", body: object = None,
+                timeout: float = 10) -> tuple[int, object]:
         import urllib.error
         import urllib.request
 
         headers = {} if token is None else {"Authorization": f"Bearer {token or self.token}"}
-        req = urllib.request.Request(self.url + path, method=method, headers=headers)
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=10) as response:
+            with urllib.request.urlopen(req, timeout=timeout) as response:
                 return response.status, json.loads(response.read() or b"null")
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read() or b"null")
