@@ -269,3 +269,64 @@ def test_a_single_host_gap_is_measured_and_reported_by_migrate(environment):
     report = (environment.tmp_path / "runs" / record["run_id"] / "run.md").read_text()
     assert f"- restart: 1 host, unavailable {host['seconds_unavailable']} s; no host answered for " \
            f"{restart['gap_seconds']} s at the longest" in report
+
+
+def test_api_watch_measures_a_host_that_never_answers_and_stops_on_its_stop_file(fleet, tmp_path):
+    from conftest import run_module, start_module
+    from tmi_testenv.servers import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    targets = [{"name": "live", "url": fleet.urls["app1"]}, {"name": "dead", "url": dead}]
+    watched = run_module("api_watch", {"targets": targets, "paths": ["/health", "/ready"], "duration": 2,
+                                       "interval": 0.05})
+    assert not watched.get("failed") and watched["stopped_by"] == "duration" and watched["changed"] is False
+    live, gone = watched["targets"]
+    # The stand-in opens a database connection per request: a poll takes longer than 50 ms on a busy machine.
+    assert live["polls"] >= 3 and live["seconds_unavailable"] == 0 and live["down"] == []
+    assert gone["down"][0]["open"] is True and gone["down"][0]["answer"]["status"] == -1
+    assert "Connection refused" in gone["down"][0]["answer"]["body"]
+    assert 1.8 < gone["seconds_unavailable"] <= 2.1 and watched["gap_seconds"] == 0
+
+    alone = run_module("api_watch", {"targets": targets[1:], "duration": 0.5})
+    assert 0.4 < alone["gap_seconds"] <= 0.6 and alone["gap"]["from"] < alone["gap"]["to"]
+
+    stop_dir = tmp_path / "watch"
+    stop_dir.mkdir()
+    job = start_module("api_watch", {"targets": targets[:1], "stop_file": str(stop_dir / "stop"), "duration": 60})
+    time.sleep(0.5)
+    (stop_dir / "stop").touch()
+    stopped = job.result(timeout=10)
+    assert stopped["stopped_by"] == "stop_file" and stopped["seconds"] < 5
+
+    refused = run_module("api_watch", {"targets": [{"name": "x", "url": "localhost:8080"}], "paths": ["health"]})
+    assert refused["failed"] and "bad: localhost:8080, health" in refused["msg"]
+
+
+def test_hosts_restarted_together_leave_a_gap_the_prober_and_api_watch_both_see(fleet, tmp_path):
+    """The negative control: what the checks above would say of the restart as it was (every host at once)."""
+    from conftest import start_module
+
+    stop_dir = tmp_path / "watch"
+    stop_dir.mkdir()
+    targets = [{"name": host, "url": url} for host, url in fleet.urls.items()]
+    with Prober(fleet.urls) as prober:
+        job = start_module("api_watch", {"targets": targets, "paths": ["/health", "/ready"],
+                                         "stop_file": str(stop_dir / "stop"), "interval": 0.05})
+        time.sleep(0.5)
+        # Both stop at once, then both start: a service manager restarting every host in parallel.
+        stops = [threading.Thread(target=standin.stop) for standin in fleet.standins.values()]
+        for thread in stops:
+            thread.start()
+        for thread in stops:
+            thread.join()
+        for standin in fleet.standins.values():
+            standin.start()
+        time.sleep(0.5)
+        (stop_dir / "stop").touch()
+        watched = job.result(timeout=30)
+    assert prober.rounds_without_an_answer(), "the prober must see the rounds where no host answered"
+    with pytest.raises(AssertionError):
+        assert_one_at_a_time(prober, ["app1", "app2"])
+    assert watched["gap_seconds"] > 0 and watched["gap"]["from"] < watched["gap"]["to"]
+    seen = max(to - began for began, to in prober.down("app1"))
+    assert abs(watched["gap_seconds"] - min(seen, max(to - began for began, to in prober.down("app2")))) < 0.4
