@@ -30,6 +30,10 @@ from tmi_testenv.standin import StandIn
 
 PLAYBOOK = str(REPO / "tests" / "integration" / "playbooks" / "app_config_role.yml")
 POLL = 0.05
+# How far api_watch's figures may be from the prober's. Each sees a gap to within one of its polls, but a request
+# to a stand-in that is stopping may hang until its time-out (the prober's is 1 s) and delay the next poll, and on
+# a busy machine a poll of /health and /ready (a new database connection each) takes a few hundred milliseconds.
+MARGIN = 1.0
 
 
 def health(url: str) -> int:
@@ -189,8 +193,9 @@ def test_hosts_restart_one_at_a_time_and_one_answers_at_every_moment(fleet):
     assert restart["gap_seconds"] == 0 and restart["gap"] is None
     for host in restart["hosts"]:
         seen = sum(to - began for began, to in prober.down(host["name"]))
-        # The role's watcher and the test's prober each see the gap to within one poll.
-        assert 0 < host["seconds_unavailable"] < 15 and abs(host["seconds_unavailable"] - seen) < 0.4, (host, seen)
+        # The role's watcher and the test's prober see the same gap, each to within a poll; a request to a stopping
+        # stand-in can hang until its time-out (the prober's is 1 s) and delay the next poll: a 1 s margin.
+        assert 0 < host["seconds_unavailable"] < 15 and abs(host["seconds_unavailable"] - seen) < MARGIN, (host, seen)
         assert [stretch["open"] for stretch in host["down"]] == [False]
     assert re.search(r"Restart: 2 hosts one at a time, unavailable app1 [0-9.]+ s, app2 [0-9.]+ s; "
                      r"no host answered for 0\.0 s at the longest", said(result)), said(result)[-3000:]
@@ -273,7 +278,7 @@ def test_a_single_host_gap_is_measured_and_reported_by_migrate(environment):
     # One host: its users see its whole gap, and the prober saw it too.
     seen = sum(to - began for began, to in prober.down("tmi_local"))
     assert 0 < host["seconds_unavailable"] == restart["gap_seconds"]
-    assert seen > 0 and abs(host["seconds_unavailable"] - seen) < 0.4, (host, seen)
+    assert seen > 0 and abs(host["seconds_unavailable"] - seen) < MARGIN, (host, seen)
     shown = f"Restart: 1 host, unavailable tmi_local {host['seconds_unavailable']} s"
     assert shown in said(result)
     report = (environment.tmp_path / "runs" / record["run_id"] / "run.md").read_text()
@@ -338,6 +343,5 @@ def test_hosts_restarted_together_leave_a_gap_the_prober_and_api_watch_both_see(
     with pytest.raises(AssertionError):
         assert_one_at_a_time(prober, ["app1", "app2"])
     assert watched["gap_seconds"] > 0 and watched["gap"]["from"] < watched["gap"]["to"]
-    # Both see the same gap. api_watch waits for /health and /ready, the prober for /health only, and each of the
-    # stand-in's answers opens a database connection: on a busy machine they differ by more than a poll.
-    assert abs(watched["gap_seconds"] - prober.longest_gap()) < 1.0, (watched["gap_seconds"], prober.longest_gap())
+    # Both see the same gap (see MARGIN).
+    assert abs(watched["gap_seconds"] - prober.longest_gap()) < MARGIN, (watched["gap_seconds"], prober.longest_gap())
