@@ -159,15 +159,19 @@ max_ms:
   description: Longest response time of any sample (null when none was sent).
   returned: always
   type: float
+failure_message:
+  description:
+    - What failed, one line per failed request (as the message of a failure); empty when nothing failed.
+    - With O(fail_on_error=false), the message a caller can fail with in its own words.
+  returned: always
+  type: str
+  version_added: 0.1.0
 """
 
 import json
-import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.common.text.converters import to_native, to_text
-from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
-from ansible.module_utils.urls import open_url
+from ansible_collections.tmi.migration.plugins.module_utils import http_client
 
 _READ_ONLY = ("GET", "HEAD")
 
@@ -190,32 +194,12 @@ def summarize(samples):
             "p95": round(percentile(samples, 0.95), 1), "max": round(max(samples), 1)}
 
 
-def _body(raw, limit):
-    text = to_text(raw or b"", errors="surrogate_or_replace")[:limit]
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
 def send(module, url, method):
     """One request: (status, body, milliseconds); status -1 when no answer came."""
     params = module.params
-    headers = {"Authorization": "Bearer " + params["token"]} if params["token"] else {}
-    started = time.monotonic()
-    try:
-        response = open_url(url, method=method, headers=headers, timeout=params["timeout"],
+    return http_client.send(url, method, token=params["token"], timeout=params["timeout"],
                             validate_certs=params["validate_certs"], ca_path=params["ca_path"],
-                            data=b"" if method in ("POST", "PUT") else None, follow_redirects="safe")
-        raw = response.read()
-        status = response.getcode()
-    except HTTPError as error:
-        raw = error.read() if error.fp is not None else b""
-        status = error.code
-    except (URLError, OSError, ValueError) as error:
-        reason = getattr(error, "reason", error)
-        return -1, "no answer: %s" % to_native(reason), (time.monotonic() - started) * 1000.0
-    return status, _body(raw, params["body_limit"]), (time.monotonic() - started) * 1000.0
+                            body_limit=params["body_limit"])
 
 
 def probe(module):
@@ -308,9 +292,10 @@ def main():
         median_ms=round(percentile(everything, 0.5), 1) if everything else None,
         max_ms=round(max(everything), 1) if everything else None,
         changed=bool(params["state_changing"] and sent and not failed),
+        failure_message=failure_message(results, params["timeout"]) if failed else "",
     )
     if failed and params["fail_on_error"]:
-        module.fail_json(msg=failure_message(results, params["timeout"]), **outcome)
+        module.fail_json(msg=outcome["failure_message"], **outcome)
     module.exit_json(**outcome)
 
 
