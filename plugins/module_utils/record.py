@@ -31,8 +31,8 @@ import time
 from datetime import datetime, timezone
 
 # The phases of migrate.yml in their order; rollback.yml has lock and rollback only.
-PHASES = ("preflight", "backup", "rehearsal", "window", "migrate_before", "maintenance", "baseline", "migrate", "release",
-          "migrate_after", "validate", "redis", "app", "rollback")
+PHASES = ("preflight", "backup", "rehearsal", "window", "migrate_before", "maintenance", "baseline", "migrate",
+          "release", "migrate_after", "validate", "redis", "app", "rollback")
 # The phases that apply migration files: one segment each of the planned run (module_utils/downtime.py says which).
 MIGRATING = ("migrate_before", "migrate", "migrate_after")
 

@@ -49,7 +49,7 @@ class Application:
                     conn = self.environment.db.server.connect(self.environment.db.name)
                     conn.autocommit = True
                 if not self.flag.exists():
-                    name = "written live %d" % len(self.written)
+                    name = f"written live {len(self.written)}"
                     with conn.cursor() as cur:
                         cur.execute("SET lock_timeout = '30s'")
                         cur.execute("INSERT INTO threats (threat_model_id, name, severity) VALUES (%s, %s, 'Low')",

@@ -4,13 +4,12 @@ and the rehearsal's observations, as a table of cases."""
 from __future__ import annotations
 
 import pytest
-
 from ansible_collections.tmi.migration.plugins.module_utils import analysis, downtime, record
 
 
 def _record(files, rehearsed=None, up_ok=True):
     """A run record whose plan is ``files`` [(version, sql)] going up; ``rehearsed`` {version: statements}."""
-    planned = [(version, "f%d" % version, "up", sql) for version, sql in files]
+    planned = [(version, f"f{version}", "up", sql) for version, sql in files]
     result = analysis.analyse_plan(planned, "public")
     run = {"migration": {"plan": [{"version": v, "title": t, "direction": d} for v, t, d, _ in planned],
                          "analysis": result}}
