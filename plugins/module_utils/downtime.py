@@ -63,14 +63,17 @@ def write_stalls(statements):
 
 
 def _created(analysed):
-    """The tables some planned statement creates (nobody waits on a table that did not exist)."""
-    created = set()
+    """The tables the plan creates anew: created by a statement, never dropped or renamed by one (a table dropped
+    and created again, or a copy renamed over the original, holds the application's rows: not new)."""
+    does = {}
     for migration in analysed.values():
         for statement in migration.get("statements") or []:
             for table, entry in (statement.get("tables") or {}).items():
-                if "create" in (entry.get("does") or []):
-                    created.add(table)
-    return created
+                does.setdefault(table, set()).update(entry.get("does") or [])
+                for renamed in (entry.get("renamed_to"), entry.get("renamed_from")):
+                    if renamed:
+                        does.setdefault(renamed, set()).add("rename")
+    return set(table for table, done in does.items() if "create" in done and not done & {"drop", "rename"})
 
 
 def data_reasons(migration, created=()):
@@ -82,9 +85,9 @@ def data_reasons(migration, created=()):
             reasons.append("line %s has an effect the analysis cannot know (%s)" % (line, statement["unknown"]))
             continue
         for table, entry in sorted((statement.get("tables") or {}).items()):
-            if table in created:
-                continue
             does = [d for d in entry.get("does") or [] if d in CHANGES_ROWS]
+            if table in created and not set(does) & {"drop", "rename"}:
+                continue
             columns = list(entry.get("dropped") or []) + list(entry.get("changed") or [])
             if does:
                 reasons.append("line %s %ss %s" % (line, "/".join(does), table))
@@ -164,7 +167,8 @@ def window(record, mode="auto", max_write_stall=1.0, app_enabled=True, online_in
             "the application is not managed here (tmi_app_enabled=false): its writes are taken as stopped for the "
             "whole migration, and the data check compares when it ends"))
     elif mode == "never" or not needing:
-        result["reason"] = ("tmi_maintenance=never" if mode == "never" else
+        result["reason"] = ("tmi_maintenance=never: no data is compared, even where a file changes rows while the "
+                            "application writes" if mode == "never" else
                             "no file blocks writers longer than %s s or changes data" % max_write_stall)
     else:
         first, last = versions.index(needing[0]), versions.index(needing[-1])

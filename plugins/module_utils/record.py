@@ -214,9 +214,13 @@ def continued(planned, segment):
     plan = planned.get("plan") or []
     versions = [step.get("version") for step in plan]
     ran = [step.get("version") for step in segment.get("plan") or []]
-    if not plan or not ran or any(version not in versions for version in ran):
+    if not plan or any(version not in versions for version in ran):
         return segment
     merged = dict(segment)
+    if not ran:  # nothing left for this segment (another run moved the version): only the outcome is new
+        merged = dict(planned)
+        merged.update((key, segment[key]) for key in ("version_after", "dirty", "failed", "error") if key in segment)
+        return merged
     for key in ("plan", "analysis", "version_before", "target_version", "missing_down", "edited_files"):
         if key in planned:
             merged[key] = planned[key]

@@ -11,7 +11,7 @@ def _record(files, rehearsed=None, up_ok=True):
     """A run record whose plan is ``files`` [(version, sql)] going up; ``rehearsed`` {version: statements}."""
     planned = [(version, f"f{version}", "up", sql) for version, sql in files]
     result = analysis.analyse_plan(planned, "public")
-    run = {"migration": {"plan": [{"version": v, "title": t, "direction": d} for v, t, d, _ in planned],
+    run = {"migration": {"plan": [{"version": v, "title": t, "direction": d} for v, t, d, _sql in planned],
                          "analysis": result}}
     if rehearsed is not None:
         run["rehearsal"] = {"rehearsed": True, "up_ok": up_ok,
@@ -49,6 +49,12 @@ def _held(table, mode, seconds):
     ([(16, RETYPE)], {16: _held("public.t", "ACCESS EXCLUSIVE", 0.01)}, "auto", "window", 16, 16, None, None, None),
     # a new table's rows are nobody's: no window
     ([(16, NEW_TABLE)], {16: []}, "auto", "none", None, None, None, None, None),
+    # a copy swapped in for the original, or a table dropped and created again, holds the application's rows
+    ([(16, "CREATE TABLE t_new (a int); INSERT INTO t_new SELECT a FROM t; DROP TABLE t; "
+           "ALTER TABLE t_new RENAME TO t;")], {16: _held("public.t", "ACCESS EXCLUSIVE", 0.05)}, "auto", "window",
+     16, 16, None, None, None),
+    ([(16, "DROP TABLE t; CREATE TABLE t (a int);")], {16: _held("public.t", "ACCESS EXCLUSIVE", 0.05)}, "auto",
+     "window", 16, 16, None, None, None),
     # an added column keeps every value
     ([(16, ADD_COLUMN)], {16: _held("public.t", "ACCESS EXCLUSIVE", 0.01)}, "auto", "none", None, None, None, None,
      None),
@@ -143,3 +149,13 @@ def test_a_migration_to_another_target_replaces_the_section():
     run = record.start_phase(run, "migrate")
     run = record.update(run, {"migrate_result": {"plan": [{"version": 18}], "applied": [{"version": 18}]}})
     assert run["migration"]["plan"] == [{"version": 18}]
+
+
+def test_a_segment_with_nothing_left_to_apply_keeps_what_the_run_applied():
+    planned = {"plan": [{"version": 16}, {"version": 17}], "analysis": {"all": True}, "version_before": 15,
+               "applied": [{"version": 16, "duration": 1.0}], "version_after": 16}
+    run = dict(record.new("r", "h"), migration=planned)
+    run = record.start_phase(run, "migrate")
+    run = record.update(run, {"migrate_result": {"plan": [], "applied": [], "version_after": 17, "failed": False}})
+    assert run["migration"]["applied"] == [{"version": 16, "duration": 1.0}]
+    assert run["migration"]["version_after"] == 17 and run["migration"]["analysis"] == {"all": True}
