@@ -29,8 +29,9 @@ for scenario in molecule/*/molecule.yml; do
   molecule_passed=$((molecule_passed + 1))
 done
 
-# Version matrix: the full job and the failing-migration rollback on the other supported
-# server versions (the defaults, PostgreSQL 18 + Redis 6.2, ran above). TMI_MATRIX="" skips it.
+# Version matrix: the full job on the other supported server versions (the defaults, PostgreSQL 18 +
+# Redis 6.2, ran above), and the failing-migration rollback on the oldest, PostgreSQL 15 + Redis 7.
+# TMI_MATRIX="" skips it.
 # Without the servers (Debian's postgresql-15, redis-server) a pair is skipped and says so;
 # .ci/run installs them and sets TMI_MATRIX_REQUIRED=1, so CI never skips.
 matrix_skipped=0
@@ -43,7 +44,11 @@ find_pg_bindir('$pg'); find_redis_server('$redis')" 2>&1)"; then
     matrix_skipped=$((matrix_skipped + 1))
     continue
   fi
-  for scenario in default failure; do
+  # The full job on every pair; the failing migration's rollback (dump and restore across versions) on the
+  # oldest pair only, which keeps the whole run well under CI's hour.
+  scenarios="default"
+  if [ "$combo" = "15:7" ]; then scenarios="default failure"; fi
+  for scenario in $scenarios; do
     echo "== matrix PostgreSQL $pg + Redis $redis: molecule scenario $scenario"
     TMI_PG_VERSION="$pg" TMI_REDIS_VERSION="$redis" \
       python -m tmi_testenv run --scale "${MOLECULE_SCALE:-50}" -- molecule test -s "$scenario"

@@ -130,6 +130,15 @@ def test_auto_switches_maintenance_on_only_around_the_file_that_needs_it(environ
     report = (environment.tmp_path / "runs" / record["run_id"] / "run.md").read_text()
     assert "## Maintenance mode (where it went, and why)" in report
     assert "- Maintenance mode only around 000017" in report
+    # One application host: the restart's gap is what its users see, measured and said in the output and report
+    # (several hosts restart one at a time: test_rolling_restart.py).
+    restart = record["app"]["restart"]
+    (host,) = restart["hosts"]
+    assert host["name"] == "tmi_local" and restart["restarted"] == ["tmi_local"]
+    assert 0 < host["seconds_unavailable"] == restart["gap_seconds"]
+    assert f"Restart: 1 host, unavailable tmi_local {host['seconds_unavailable']} s" in said(result)
+    assert f"- restart: 1 host, unavailable {host['seconds_unavailable']} s; no host answered for " \
+           f"{restart['gap_seconds']} s at the longest" in report
 
 
 def test_always_keeps_the_runbooks_way(environment):

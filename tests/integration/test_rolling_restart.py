@@ -267,25 +267,6 @@ def test_several_hosts_without_their_own_url_are_refused_before_anything_changes
     assert (fleet.pids(), fleet.standins["app1"].config.read_bytes()) == before
 
 
-def test_a_single_host_gap_is_measured_and_reported_by_migrate(environment):
-    with Prober({"tmi_local": environment.standin.url}) as prober:
-        result = environment.playbook("migrate.yml")
-    assert result.returncode == 0, result.stdout[-4000:]
-    record = environment.records()[-1]
-    restart = record["app"]["restart"]
-    (host,) = restart["hosts"]
-    assert host["name"] == "tmi_local" and restart["restarted"] == ["tmi_local"]
-    # One host: its users see its whole gap, and the prober saw it too.
-    seen = sum(to - began for began, to in prober.down("tmi_local"))
-    assert 0 < host["seconds_unavailable"] == restart["gap_seconds"]
-    assert seen > 0 and abs(host["seconds_unavailable"] - seen) < MARGIN, (host, seen)
-    shown = f"Restart: 1 host, unavailable tmi_local {host['seconds_unavailable']} s"
-    assert shown in said(result)
-    report = (environment.tmp_path / "runs" / record["run_id"] / "run.md").read_text()
-    assert f"- restart: 1 host, unavailable {host['seconds_unavailable']} s; no host answered for " \
-           f"{restart['gap_seconds']} s at the longest" in report
-
-
 def test_api_watch_measures_a_host_that_never_answers_and_stops_on_its_stop_file(fleet, tmp_path):
     from conftest import run_module, start_module
     from tmi_testenv.servers import free_port
