@@ -91,7 +91,8 @@ def test_a_run_shows_the_rehearsal_before_maintenance_and_records_it_for_the_rep
     output = result.stdout
     assert output.find("000017 enhance_metadata: ") < output.find("TASK [Switch the application to maintenance mode]")
     record = environment.records()[-1]
-    assert [phase["phase"] for phase in record["phases"]][:4] == ["preflight", "backup", "rehearsal", "maintenance"]
+    assert [phase["phase"] for phase in record["phases"]][:6] == ["preflight", "backup", "rehearsal", "window",
+                                                                  "migrate_before", "maintenance"]
     assert record["rehearsal"]["reversible"] is True
     report = (environment.tmp_path / "runs" / record["run_id"] / "run.md").read_text()
     assert "## Rehearsal" in report and "| 000017 enhance_metadata | 4 |" in report
