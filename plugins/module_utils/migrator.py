@@ -571,6 +571,8 @@ class Migrator(object):
                 result["applied"].append(self.apply(migration, direction, after, current))
             except MigrationFailed as failure:
                 result["version_after"], result["dirty"] = self.read_state()
+                if result["dirty"]:
+                    result["interrupted_rewrite"] = self.interrupted_rewrite(result["version_after"])
                 result["changed"] = True
                 raise Refused(to_native(failure), **result) from failure
             current = after

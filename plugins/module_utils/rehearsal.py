@@ -477,9 +477,12 @@ class Rehearsal(migrator.Migrator):
         current = before
         rewrites = result["rewrites"]
         for migration, direction, after in steps:
+            candidate = self._candidate(migration) if self.options.get("online_rewrites") else None
+            # The catalog the file starts from: its down file must bring exactly this back for the proof.
+            start = catalog(self.execute, own) if isinstance(candidate, list) else None
             entry, error = self.step(migration, direction, after, current)
-            if error is None and self.options.get("online_rewrites"):
-                entry, error = self.prove(migration, after, current, entry, own, rewrites)
+            if error is None and candidate is not None:
+                entry, error = self.prove(migration, after, current, entry, own, rewrites, candidate, start)
             result["up"].append(entry)
             if error is not None:
                 result.update(up_ok=False, error=entry["error"], duration=round(time.monotonic() - started, 3))
@@ -515,35 +518,39 @@ class Rehearsal(migrator.Migrator):
         return result
 
     # --- the proof of an online-equivalent rewrite ---------------------------------------
-    def prove(self, migration, after, before, entry, own, rewrites):
-        """Prove the rewrite of an up file that just ran as written (``entry``): its down file, the rewritten steps
-        (observed), and the normalised catalog compared with the file's as written. Returns (entry, error): the
-        rewritten steps' entry when proven (what production will see), else the file's as written, the copy brought
-        back to it. Appends the outcome to ``rewrites`` (nothing for a file no rewrite applies to)."""
-        path = migration.path("up")
-        with open(path) as handle:
+    def _candidate(self, migration):
+        """The rewritten steps of an up file (a list), or why there are none (rewrite.Declined)."""
+        with open(migration.path("up")) as handle:
             body = handle.read()
         if self.user_functions is None:
             self.user_functions = set(r[0] for r in self.execute(migrator.USER_FUNCTIONS_SQL))
         try:
-            steps = rewrite.plan(body, self.schema, self.user_functions)
+            return rewrite.plan(body, self.schema, self.user_functions)
         except rewrite.Declined as declined:
+            return declined
+
+    def prove(self, migration, after, before, entry, own, rewrites, candidate, start):
+        """Prove the rewrite (``candidate``: its steps) of an up file that just ran as written (``entry``) from the
+        catalog ``start``: its down file, which must bring ``start`` back exactly (else it is rolled back), the
+        rewritten steps (observed), and the normalised catalog compared with the file's as written. Returns
+        (entry, error): the rewritten steps' entry when proven (what production will see), else the file's as
+        written, the copy brought back to it. Appends the outcome to ``rewrites`` (nothing for a file no rewrite
+        applies to and that blocked no writer)."""
+        path = migration.path("up")
+        if isinstance(candidate, rewrite.Declined):
             if entry["exclusive"] or any(locks.BLOCKS_WRITES & set(s["taken"].values()) for s in entry["statements"]):
-                entry["rewrite"] = dict(proven=False, reason="no online rewrite applies: %s" % declined)
+                entry["rewrite"] = dict(proven=False, reason="no online rewrite applies: %s" % candidate)
                 rewrites.append(dict(version=migration.version, title=migration.title, sha256=files.file_sha256(path),
                                      proven=False, steps=[], reason=entry["rewrite"]["reason"]))
             return entry, None
+        steps = candidate
         outcome = dict(version=migration.version, title=migration.title, sha256=files.file_sha256(path),
                        proven=False, steps=[dict((k, v) for k, v in step.items() if k != "status") for step in steps])
         rewrites.append(outcome)
         as_written = catalog(self.execute, own)
-        if migration.down is None:
-            return self._not_proven(entry, outcome, "the file has no down file, so the copy cannot go back to run "
-                                                   "the rewritten steps"), None
-        down, error = self.step(migration, "down", before, after)
-        if error is not None:
-            self.set_version(after, False)  # the down file's transaction rolled back: the copy is as written
-            return self._not_proven(entry, outcome, "its down file failed: %s" % down["error"]), None
+        problem = self._down_for_proof(migration, before, start, own)
+        if problem:
+            return self._not_proven(entry, outcome, problem), None
         self.step_observed = []
         started = time.monotonic()
         try:
@@ -560,9 +567,17 @@ class Rehearsal(migrator.Migrator):
         outcome["steps"] = [dict((k, v) for k, v in step.items() if k not in ("status", "attempts"))
                             for step in applied["steps"]]
         statements = self.step_observed
+        with open(path) as handle:
+            body = handle.read()
+        lines = dict((step["step"], step.get("line")) for step in steps)
         for observed in statements:
             ran = analysis.analyse_sql(observed["statement"], self.schema)
             observed["predicted"] = ran[0].get("locks", {}) if len(ran) == 1 else {}
+            # A statement of the file's step as written has its line in the file; a deferred step, its source's.
+            found = body.find(observed["statement"].strip())
+            line = body[:found].count("\n") + 1 if found >= 0 else lines.get(observed["step"])
+            if line:
+                observed["line"] = line
         proven = dict(entry, mode=migrator.REWRITTEN, duration=round(time.monotonic() - started, 3),
                       statements=statements, exclusive=exclusive_seconds(statements),
                       rewritten=sorted(set(t for s in statements for t in s["rewritten"])),
@@ -570,6 +585,37 @@ class Rehearsal(migrator.Migrator):
                       as_written=dict(mode=entry["mode"], duration=entry["duration"], exclusive=entry["exclusive"],
                                       rewritten=entry["rewritten"], statements=entry["statements"]))
         return proven, None
+
+    def _down_for_proof(self, migration, version, start, own):
+        """Run the file's down file in one transaction and commit it only when it brings the catalog ``start`` back
+        exactly (the rewritten steps then start where the file did); else roll it back, leaving the copy as the file
+        as written left it. Returns why the proof cannot go on, or None."""
+        if migration.down is None:
+            return "the file has no down file, so the copy cannot go back to run the rewritten steps"
+        with open(migration.down) as handle:
+            body = handle.read()
+        if files.needs_autocommit(body):
+            return "its down file runs outside a transaction, so the proof could not undo it if it fell short"
+        self.execute("BEGIN")
+        try:
+            self._session_timeouts()
+            self.execute(body)
+            differences = catalog_differences(start, catalog(self.execute, own))
+            if differences:
+                self.execute("ROLLBACK")
+                return ("its down file does not bring the catalog back to where the file started (%s), so the "
+                        "rewritten steps could not start there" % "; ".join(differences))
+            self.execute(sql.SQL("TRUNCATE {}").format(self._ident(self.table)))
+            if version != files.NIL_VERSION:
+                self.execute(sql.SQL("INSERT INTO {} (version, dirty) VALUES (%s, false)").format(
+                    self._ident(self.table)), (version,))
+            self.execute("COMMIT")
+        except psycopg2.Error as error:
+            self.execute("ROLLBACK")
+            return "its down file failed: %s [SQLSTATE %s]" % (migrator.server_reason(error), error.pgcode)
+        finally:
+            self._reset_timeouts()
+        return None
 
     def _not_proven(self, entry, outcome, reason):
         outcome["reason"] = reason

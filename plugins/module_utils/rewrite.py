@@ -365,7 +365,7 @@ def plan(body, default_schema="public", user_functions=()):
 
     Each step: ``kind`` (FILE, VALIDATE, BUILD_INDEX, ATTACH, SET_NOT_NULL, DROP_HELPER), ``sql``,
     ``transaction`` (False: CONCURRENTLY, outside a transaction), ``table``, ``object``, ``description``,
-    ``lock`` (the lock it takes on its table); BUILD_INDEX also ``index`` and ``schema`` (to drop the INVALID
+    ``lock`` (the lock it takes on its table), ``line`` (a deferred step's: of the statement it comes from); BUILD_INDEX also ``index`` and ``schema`` (to drop the INVALID
     leftover of a failed build), the steps of a SET NOT NULL ``helper`` (the helper CHECK's name; its validation
     also ``helper_add``, the statement the FILE step adds it with). The FILE step comes first; it is missing when
     nothing of the file stays in it. ``user_functions``: the functions that are not PostgreSQL's own (a call of
@@ -454,6 +454,8 @@ def plan(body, default_schema="public", user_functions=()):
                            if any(d.kind not in ("index", "unique") for d in deferred) else
                            "the file's other statements in one transaction"))
     for item in deferred:
+        for step in item.steps:
+            step["line"] = item.line  # of the statement it comes from
         steps.extend(item.steps)
     for number, step in enumerate(steps, 1):
         step["step"] = number

@@ -10,6 +10,7 @@ the rehearsal running as written, and a failure between the steps recovered by r
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+from ansible_collections.tmi.migration.plugins.module_utils import migrations as files
 from ansible_collections.tmi.migration.plugins.module_utils import rehearsal as rehearsal_utils
 
 from conftest import Database, run_module, start_module
@@ -212,3 +214,119 @@ def test_every_kind_of_rewrite_is_proven_and_production_validates_without_access
         assert catalog(db) == catalog(reference)
     finally:
         reference.drop()
+
+
+def test_a_failure_between_the_steps_is_recovered_by_rollback_yml_with_its_down_file_keeping_later_writes(
+        environment):
+    """A row that breaks one of 000017's CHECKs arrives after the rehearsal (here: the rehearsal and the pre-flight's
+    profile are off, so neither sees it). As written, 000017 would fail whole; rewritten, its file step commits
+    (NOT VALID does not check old rows), the validation fails and the version stays dirty. The application writes on;
+    rollback.yml recognises the interrupted rewrite and runs the down file - no backup restore, no write lost."""
+    db = environment.db
+    before = environment.state()
+    threat = db.scalar("SELECT id::text FROM threats LIMIT 1")
+    db.query("INSERT INTO metadata (entity_type, entity_id, key, value) VALUES ('threat', %s, 'bad key!', 'x')",
+             (threat,))
+    sha = files.file_sha256(str(fixture.MIGRATIONS_DIR / "000017_enhance_metadata.up.sql"))
+    extra = {"tmi_rehearse": False, "validate_profile": "", "tmi_auto_rollback": False,
+             "migrate_rewrites": [{"version": 17, "sha256": sha}]}
+    failed = environment.playbook("migrate.yml", "-e", json.dumps(extra))
+    assert failed.returncode != 0
+    message = " ".join(failed.stdout.split())
+    assert "stopped between its steps: step 3 (ALTER TABLE metadata VALIDATE CONSTRAINT metadata_key_format_check) " \
+           "failed" in message, failed.stdout[-4000:]
+    assert "Steps 1, 2 committed" in message and "playbooks/rollback.yml" in message
+    assert db.query("SELECT version, dirty FROM schema_migrations") == [(17, True)]
+    assert db.query("SELECT mode FROM tmi_migration_history WHERE version = 17") == [("rewrite-interrupted",)]
+    # The step that committed is there: the CHECKs, NOT VALID, and the new key type.
+    assert db.scalar("SELECT count(*) FROM pg_constraint WHERE conrelid = 'metadata'::regclass AND contype = 'c' "
+                     "AND NOT convalidated") == 3
+
+    # The application writes on after the failure.
+    db.query("INSERT INTO metadata (entity_type, entity_id, key, value) SELECT 'threat', id, 'after_failure', 'kept' "
+             "FROM threats")
+    written = db.scalar("SELECT count(*) FROM metadata WHERE key = 'after_failure'")
+    assert written > 0
+
+    rolled = environment.playbook("rollback.yml")
+    assert rolled.returncode == 0, rolled.stdout[-4000:]
+    record = environment.records("rollback")[-1]["rollback"]
+    assert record["mode"] == "planned" and record["succeeded"] is True, record
+    assert record["interrupted_rewrite"]["version"] == 17 and record["interrupted_rewrite"]["committed"] == [1, 2]
+    assert db.query("SELECT version, dirty FROM schema_migrations") == [(15, False)]
+    assert db.scalar("SELECT count(*) FROM metadata WHERE key = 'after_failure'") == written
+    assert db.scalar("SELECT count(*) FROM metadata WHERE key = 'bad key!'") == 1
+    after = environment.state()
+    # Everything but metadata (which got the rows above) is as before; the schema is back at 15 (as 000017's down
+    # file leaves it).
+    assert {k: v for k, v in after["figures"].items() if k != "public.metadata"} == \
+        {k: v for k, v in before["figures"].items() if k != "public.metadata"}
+    assert after["figures"]["public.metadata"]["rows"] == before["figures"]["public.metadata"]["rows"] + 1 + written
+    assert after["maintenance"] == before["maintenance"]
+
+
+# The scratch copy gets an event trigger that creates a table when the unique index of 000018 is built by a CREATE
+# INDEX statement: the rewritten steps (CREATE UNIQUE INDEX CONCURRENTLY) end in another catalog than the file as
+# written (ALTER TABLE ... ADD CONSTRAINT UNIQUE), a difference injected into the proof.
+MARKER = """
+CREATE FUNCTION mark_unique_build() RETURNS event_trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() WHERE object_identity = 'public.sources_id_url_unique')
+    THEN
+        CREATE TABLE IF NOT EXISTS rewrite_marker (id int);
+    END IF;
+END $$;
+CREATE EVENT TRIGGER mark_unique_build ON ddl_command_end WHEN TAG IN ('CREATE INDEX')
+    EXECUTE FUNCTION mark_unique_build();
+"""
+UNIQUE_UP = """ALTER TABLE threats ADD COLUMN review_note TEXT;
+ALTER TABLE sources ADD CONSTRAINT sources_id_url_unique UNIQUE (id, url);
+"""
+UNIQUE_DOWN = """ALTER TABLE sources DROP CONSTRAINT IF EXISTS sources_id_url_unique;
+ALTER TABLE threats DROP COLUMN IF EXISTS review_note;
+"""
+
+
+def test_a_rewrite_ending_in_another_catalog_is_not_proven_and_the_file_runs_as_written(production, pg_server,
+                                                                                     tmp_path):
+    db, backup, scratch = production
+    copy = pg_server.connect(scratch)
+    with copy.cursor() as cur:
+        cur.execute(MARKER)
+    copy.close()
+    path = with_extra(tmp_path, {"000018_unique.up.sql": UNIQUE_UP, "000018_unique.down.sql": UNIQUE_DOWN})
+    result = rehearse(db, backup, scratch, path)
+    assert not result.get("failed"), result.get("msg")
+    by_version = {item["version"]: item for item in result["rewrites"]}
+    assert by_version[17]["proven"] and not by_version[18]["proven"]
+    reason = by_version[18]["reason"]
+    assert reason.startswith("the rewritten steps end in another catalog than the file as written: ")
+    assert "relation public.rewrite_marker is new" in reason
+    entry = result["up"][-1]
+    assert entry["mode"] == "transaction" and entry["rewrite"] == dict(proven=False, reason=reason,
+                                                                      steps=by_version[18]["steps"])
+    # The copy went back to the file as written (its down file, then the file again): the rest is rehearsed on it.
+    assert entry["ok"] and result["up_ok"] and result["down_ok"]
+    line = next(text for text in result["lines"] if text.startswith("000018"))
+    assert "runs as written: the rewritten steps end in another catalog" in line
+
+    applied = migrate(db, path, rewrites=proven(result))
+    assert not applied.get("failed"), applied.get("msg")
+    assert [(e["version"], e["mode"]) for e in applied["applied"]] == [(16, "online"), (17, "rewritten"),
+                                                                       (18, "transaction")]
+
+
+def test_a_file_changed_after_the_rehearsal_runs_as_written(tmi_db, tmp_path):
+    tmi_db.migrate(15)
+    fixture.generate(tmi_db.conn, 5, seed=3)
+    rehearsed = files.file_sha256(str(fixture.MIGRATIONS_DIR / "000017_enhance_metadata.up.sql"))
+    path = with_extra(tmp_path, {})
+    up = path / "000017_enhance_metadata.up.sql"
+    up.write_text(up.read_text() + "\n-- edited after the rehearsal\n")
+    applied = migrate(tmi_db, path, rewrites=[{"version": 17, "sha256": rehearsed}])
+    assert not applied.get("failed"), applied.get("msg")
+    assert [(e["version"], e["mode"]) for e in applied["applied"]] == [(16, "online"), (17, "transaction")]
+    warnings = str(applied["warnings"])  # ansible-core 2.19 returns structured warning events
+    assert "Migration 000017 enhance_metadata changed since the rehearsal proved its rewrite" in warnings
+    assert "it runs as written" in warnings
+    assert tmi_db.query("SELECT mode FROM tmi_migration_history WHERE version = 17") == [("transaction",)]
