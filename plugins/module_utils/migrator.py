@@ -607,6 +607,7 @@ class RewrittenFile(object):
                 attempt += 1
                 if index == 0:
                     engine.set_version(version_after, True)
+                self._drop_invalid(step)  # the leftover of an earlier failed or killed build of the same index
                 engine._session_timeouts()
                 try:
                     engine._run_step(step)
@@ -703,8 +704,8 @@ class RewrittenFile(object):
                     self.engine.execute(step["sql"].replace(" DROP CONSTRAINT ", " DROP CONSTRAINT IF EXISTS ", 1))
                     dropped.append(step["object"])
                 except psycopg2.Error as error:
-                    problems.append("the helper CHECK %s could not be dropped (%s)" % (step["object"],
-                                                                                      server_reason(error)))
+                    problems.append("the helper CHECK %s could not be dropped (%s)"
+                                    % (step["object"], server_reason(error)))
         return dropped, problems
 
 

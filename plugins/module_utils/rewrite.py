@@ -223,9 +223,8 @@ def _constraint_steps(stmt, cmd, table, default_schema, position):
     unsupported = [label for label, present in (
         ("DEFERRABLE", constraint.deferrable or constraint.initdeferred),
         ("INCLUDE", constraint.including), ("index parameters (WITH)", constraint.options),
-        ("USING INDEX TABLESPACE", constraint.indexspace), ("WITHOUT OVERLAPS", getattr(constraint, "without_overlaps",
-                                                                                         False)))
-        if present]
+        ("USING INDEX TABLESPACE", constraint.indexspace),
+        ("WITHOUT OVERLAPS", getattr(constraint, "without_overlaps", False))) if present]
     if unsupported:
         raise Declined("UNIQUE constraint %s has %s, which the rewrite does not reproduce exactly"
                        % (name, " and ".join(unsupported)))
@@ -248,8 +247,8 @@ def _not_null_steps(stmt, cmd, table, position):
     column = cmd.name
     relation = _relation_sql(stmt.relation)
     helper = helper_name(stmt.relation.relname, column)
-    add = "ALTER TABLE %s ADD CONSTRAINT %s CHECK (%s IS NOT NULL) NOT VALID" % (relation, ident(helper),
-                                                                                ident(column))
+    add = "ALTER TABLE %s ADD CONSTRAINT %s CHECK (%s IS NOT NULL) NOT VALID" % (
+        relation, ident(helper), ident(column))
     steps = [
         _step(VALIDATE, table, "ALTER TABLE %s VALIDATE CONSTRAINT %s" % (relation, ident(helper)), helper,
               "validate the helper CHECK (%s IS NOT NULL) under SHARE UPDATE EXCLUSIVE on %s" % (column, table),
@@ -333,7 +332,10 @@ def _index_steps(stmt, table, position, text):
 def _conflict(deferred, later, later_info, line, default_schema):
     """Why ``later`` (a parse tree after the deferred object) must see it, or None."""
     stmt = later
-    if deferred.names & _strings(stmt):
+    strings = _strings(stmt)
+    if type(stmt).__name__ == "DoStmt":  # its body is one string: look inside it
+        strings = set(name for name in deferred.names if any(name in text for text in strings))
+    if deferred.names & strings:
         return "the statement at line %d names %s" % (line, ", ".join(sorted(deferred.names)))
     if deferred.unique and deferred.table in _foreign_key_targets(stmt, default_schema):
         return ("the statement at line %d adds a foreign key referencing %s, which may need the unique %s"
@@ -365,16 +367,17 @@ def plan(body, default_schema="public", user_functions=()):
 
     Each step: ``kind`` (FILE, VALIDATE, BUILD_INDEX, ATTACH, SET_NOT_NULL, DROP_HELPER), ``sql``,
     ``transaction`` (False: CONCURRENTLY, outside a transaction), ``table``, ``object``, ``description``,
-    ``lock`` (the lock it takes on its table), ``line`` (a deferred step's: of the statement it comes from); BUILD_INDEX also ``index`` and ``schema`` (to drop the INVALID
-    leftover of a failed build), the steps of a SET NOT NULL ``helper`` (the helper CHECK's name; its validation
-    also ``helper_add``, the statement the FILE step adds it with). The FILE step comes first; it is missing when
-    nothing of the file stays in it. ``user_functions``: the functions that are not PostgreSQL's own (a call of
-    one may change any table, see ``analysis``).
+    ``lock`` (the lock it takes on its table), ``line`` (a deferred step's: of the statement it comes from);
+    BUILD_INDEX also ``index`` and ``schema`` (to drop the INVALID leftover of a failed build), the steps of a
+    SET NOT NULL ``helper`` (the helper CHECK's name; its validation also ``helper_add``, the statement the FILE
+    step adds it with). The FILE step comes first; it is missing when nothing of the file stays in it.
+    ``user_functions``: the functions that are not PostgreSQL's own (a call of one may change any table, see
+    ``analysis``).
     """
     try:
         parsed = pglast.parse_sql(body)
     except pglast.parser.ParseError as error:
-        raise Declined("the file does not parse: %s" % error)
+        raise Declined("the file does not parse: %s" % error) from error
     if not parsed:
         raise Declined("the file has no statement")
     info = analysis.analyse_sql(body, default_schema, user_functions)
@@ -402,7 +405,8 @@ def plan(body, default_schema="public", user_functions=()):
         kind = type(stmt).__name__
         if kind == "IndexStmt":
             table = analysis.qualify(stmt.relation.schemaname, stmt.relation.relname, default_schema)
-            found = None if table in created or not stmt.relation.inh else _index_steps(stmt, table, (index, 0), original)
+            found = (None if table in created or not stmt.relation.inh
+                     else _index_steps(stmt, table, (index, 0), original))
             if found is not None:
                 found.line = line
                 deferred.append(found)

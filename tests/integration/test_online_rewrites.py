@@ -13,15 +13,13 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-import time
 from pathlib import Path
 
-import psycopg2
 import pytest
 from ansible_collections.tmi.migration.plugins.module_utils import migrations as files
 from ansible_collections.tmi.migration.plugins.module_utils import rehearsal as rehearsal_utils
 
-from conftest import Database, run_module, start_module
+from conftest import Database, run_module
 from tmi_testenv import fixture
 
 SUE, AE = "SHARE UPDATE EXCLUSIVE", "ACCESS EXCLUSIVE"
@@ -57,9 +55,8 @@ def proven(result):
 
 
 def catalog(db):
-    return rehearsal_utils.catalog(lambda text: db.query(text), ("public.schema_migrations",
-                                                                 "public.tmi_migration_history",
-                                                                 "public.tmi_migration_lock"))
+    return rehearsal_utils.catalog(db.query, ("public.schema_migrations", "public.tmi_migration_history",
+                                              "public.tmi_migration_lock"))
 
 
 def with_extra(tmp_path, files: dict[str, str]) -> Path:
@@ -119,7 +116,8 @@ def test_000017_rewrite_is_proven_on_the_copy_and_used_in_production_validating_
     result = rehearse(db, backup, scratch)
     assert not result.get("failed"), result.get("msg")
     assert result["up_ok"] and result["reversible"], result.get("down_error")
-    assert [(item["version"], item["proven"]) for item in result["rewrites"]] == [(17, True)], result["rewrites"][0].get("reason")
+    outcomes = [(item["version"], item["proven"]) for item in result["rewrites"]]
+    assert outcomes == [(17, True)], result["rewrites"][0].get("reason")
     rewrite = result["rewrites"][0]
     assert [step["kind"] for step in rewrite["steps"]] == ["file"] + ["validate"] * 4 + [
         "build_index", "attach_constraint", "build_index", "build_index"]
@@ -174,8 +172,8 @@ ALTER TABLE threats DROP COLUMN IF EXISTS review_note;
 """
 
 
-def test_every_kind_of_rewrite_is_proven_and_production_validates_without_access_exclusive(production, pg_server,
-                                                                                          tmp_path):
+def test_every_kind_of_rewrite_is_proven_and_production_validates_without_access_exclusive(
+        production, pg_server, tmp_path):
     db, backup, scratch = production
     path = with_extra(tmp_path, {"000018_every_rewrite.up.sql": EVERY_KIND_UP,
                                  "000018_every_rewrite.down.sql": EVERY_KIND_DOWN})
@@ -198,7 +196,7 @@ def test_every_kind_of_rewrite_is_proven_and_production_validates_without_access
     assert not applied.get("failed"), applied.get("msg")
     assert [entry["mode"] for entry in applied["applied"]] == ["online", "rewritten", "rewritten"]
     seen = {query: modes for query, modes in sampler.seen.items() if "VALIDATE CONSTRAINT threats_name" in query}
-    assert seen, "the validation was not sampled: %s" % sorted(sampler.seen)
+    assert seen, f"the validation was not sampled: {sorted(sampler.seen)}"
     assert set().union(*seen.values()) == {"ShareUpdateExclusiveLock"}, seen
     # The same check fails where the lock is ACCESS EXCLUSIVE: the file as written, sampled the same way.
     reference = Database(pg_server, f"{db.name}_ref")
@@ -287,8 +285,8 @@ ALTER TABLE threats DROP COLUMN IF EXISTS review_note;
 """
 
 
-def test_a_rewrite_ending_in_another_catalog_is_not_proven_and_the_file_runs_as_written(production, pg_server,
-                                                                                     tmp_path):
+def test_a_rewrite_ending_in_another_catalog_is_not_proven_and_the_file_runs_as_written(
+        production, pg_server, tmp_path):
     db, backup, scratch = production
     copy = pg_server.connect(scratch)
     with copy.cursor() as cur:
@@ -303,8 +301,8 @@ def test_a_rewrite_ending_in_another_catalog_is_not_proven_and_the_file_runs_as_
     assert reason.startswith("the rewritten steps end in another catalog than the file as written: ")
     assert "relation public.rewrite_marker is new" in reason
     entry = result["up"][-1]
-    assert entry["mode"] == "transaction" and entry["rewrite"] == dict(proven=False, reason=reason,
-                                                                      steps=by_version[18]["steps"])
+    assert entry["mode"] == "transaction"
+    assert entry["rewrite"] == dict(proven=False, reason=reason, steps=by_version[18]["steps"])
     # The copy went back to the file as written (its down file, then the file again): the rest is rehearsed on it.
     assert entry["ok"] and result["up_ok"] and result["down_ok"]
     line = next(text for text in result["lines"] if text.startswith("000018"))

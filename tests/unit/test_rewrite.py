@@ -100,12 +100,16 @@ DECLINED = [
                  "outside a transaction", id="already-autocommit"),
     pytest.param("ALTER TABLE t ADD CONSTRAINT t_u UNIQUE (id);\nALTER TABLE c ADD CONSTRAINT c_fk FOREIGN KEY (t_id) "
                  "REFERENCES t (id);", "foreign key referencing public.t", id="fk-needs-unique"),
-    pytest.param("ALTER TABLE t ADD CONSTRAINT t_u UNIQUE (id), ADD CONSTRAINT t_self FOREIGN KEY (p) REFERENCES t (id);",
-                 "same ALTER TABLE adds a foreign key", id="fk-same-statement"),
+    pytest.param("ALTER TABLE t ADD CONSTRAINT t_u UNIQUE (id), "
+                 "ADD CONSTRAINT t_self FOREIGN KEY (p) REFERENCES t (id);", "same ALTER TABLE adds a foreign key",
+                 id="fk-same-statement"),
     pytest.param("ALTER TABLE t ADD CONSTRAINT ck CHECK (x > 0);\nALTER TABLE t DROP COLUMN x;",
                  "changes column x of public.t", id="drops-covered-column"),
     pytest.param("CREATE INDEX ix ON t (x);\nALTER TABLE t ADD COLUMN z int;\nALTER INDEX ix RENAME TO iy;",
                  "names ix", id="later-statement-names-index"),
+    pytest.param("ALTER TABLE t ADD CONSTRAINT ck CHECK (x > 0);\nDO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_constraint "
+                 "WHERE conname = 'ck' AND convalidated) THEN ALTER TABLE t ADD COLUMN z int; END IF; END $$;",
+                 "names ck", id="do-block-names-constraint"),
     pytest.param("ALTER TABLE t ADD CONSTRAINT ck CHECK (x > 0);\nINSERT INTO t (x) VALUES (-1);",
                  "writes rows of public.t", id="later-write-would-be-checked"),
     pytest.param("ALTER TABLE t ADD CONSTRAINT ck CHECK (x > 0);\nALTER TABLE t RENAME TO t2;", "renames",
