@@ -272,7 +272,9 @@ class Migrator(object):
             return None
         rows = self.execute(sql.SQL("SELECT version, title, mode, to_jsonb(h) ->> 'steps', applied_at::text FROM {} h "
                                     "ORDER BY id DESC LIMIT 1").format(self._ident(self.history)))
-        if not rows or int(rows[0][0]) != version or rows[0][2] not in (REWRITING, INTERRUPTED) or not rows[0][3]:
+        # REWRITTEN too: the runner stopped after the last step committed and before the version was cleared.
+        if not rows or int(rows[0][0]) != version or rows[0][2] not in (REWRITING, INTERRUPTED, REWRITTEN) \
+                or not rows[0][3]:
             return None
         steps = json.loads(rows[0][3])
         return dict(version=version, title=rows[0][1], mode=rows[0][2], started_at=rows[0][4], steps=steps,
@@ -538,7 +540,7 @@ class Migrator(object):
                               % (before, holder["pid"], holder["application_name"]), lock_holder=holder, **result)
             interrupted = self.interrupted_rewrite(before)
             if interrupted:
-                raise Refused(interrupted_message(interrupted), interrupted_rewrite=interrupted, **result)
+                raise Refused(interrupted_message(interrupted), **dict(result, interrupted_rewrite=interrupted))
             raise Refused(
                 "The database is dirty at version %d: a migration failed part-way and nothing will run on top of it. "
                 "Inspect the schema, then either run operation=force with target_version set to the version the "
@@ -741,7 +743,8 @@ def interrupted_message(interrupted):
                 interrupted["version"], interrupted["version"], interrupted["title"],
                 ", ".join(str(n) for n in committed) or "none",
                 ("step %d failed: %s" % (failed[0]["step"], failed[0].get("error"))) if failed else
-                "the run stopped before the others finished",
+                "the run stopped before the others finished" if interrupted["mode"] != REWRITTEN else
+                "every step committed but the run stopped before it cleared the dirty flag",
                 recovery_text(interrupted["version"], interrupted["steps"])))
 
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import pytest
 from ansible_collections.tmi.migration.plugins.module_utils import migrations as files
 from ansible_collections.tmi.migration.plugins.module_utils import rehearsal as rehearsal_utils
 
-from conftest import Database, run_module
+from conftest import Database, run_module, start_module
 from tmi_testenv import fixture
 
 SUE, AE = "SHARE UPDATE EXCLUSIVE", "ACCESS EXCLUSIVE"
@@ -328,3 +329,74 @@ def test_a_file_changed_after_the_rehearsal_runs_as_written(tmi_db, tmp_path):
     assert "Migration 000017 enhance_metadata changed since the rehearsal proved its rewrite" in warnings
     assert "it runs as written" in warnings
     assert tmi_db.query("SELECT mode FROM tmi_migration_history WHERE version = 17") == [("transaction",)]
+
+
+def test_a_failed_validation_leaves_the_version_dirty_with_the_steps_recorded_and_migrate_refuses_until_recovered(
+        tmi_db):
+    tmi_db.migrate(15)
+    fixture.generate(tmi_db.conn, 5, seed=3)
+    threat = tmi_db.scalar("SELECT id::text FROM threats LIMIT 1")
+    tmi_db.query("INSERT INTO metadata (entity_type, entity_id, key, value) VALUES ('threat', %s, 'bad key!', 'x')",
+                 (threat,))
+    rewrites = [{"version": 17, "sha256": files.file_sha256(str(fixture.MIGRATIONS_DIR /
+                                                                "000017_enhance_metadata.up.sql"))}]
+    failed = migrate(tmi_db, rewrites=rewrites)
+    assert failed["failed"] and (failed["version_after"], failed["dirty"]) == (17, True)
+    assert "step 3 (ALTER TABLE metadata VALIDATE CONSTRAINT metadata_key_format_check) failed: check constraint " \
+           "\"metadata_key_format_check\" of relation \"metadata\" is violated by some row [SQLSTATE 23514]" \
+           in failed["msg"]
+    assert "Steps 1, 2 committed" in failed["msg"] and "steps 4, 5, 6, 7, 8, 9 did not run" in failed["msg"]
+    interrupted = failed["interrupted_rewrite"]
+    assert interrupted["committed"] == [1, 2] and interrupted["failed"] == [3]
+    assert interrupted["mode"] == "rewrite-interrupted"
+
+    # A dirty version from a failed file as written says nothing of steps; this one names them, and refuses to move.
+    status = migrate(tmi_db, operation="status")
+    assert status["interrupted_rewrite"] == interrupted
+    catalog_before = catalog(tmi_db)
+    again = migrate(tmi_db, rewrites=rewrites)
+    assert again["failed"] and again["msg"].startswith(
+        "The database is dirty at version 17 because migration 000017 enhance_metadata ran rewritten for online use "
+        "and did not finish: steps 1, 2 committed, step 3 failed")
+    assert "run playbooks/rollback.yml" in again["msg"] and "operation=force with target_version=17" in again["msg"]
+    assert catalog(tmi_db) == catalog_before and tmi_db.query("SELECT version, dirty FROM schema_migrations") == [
+        (17, True)]
+
+    # The recovery the rollback role runs: record 17, then its down file.
+    assert not migrate(tmi_db, operation="force", target_version="17").get("failed")
+    down = migrate(tmi_db, target_version="15", allow_down=True)
+    assert not down.get("failed"), down.get("msg")
+    assert tmi_db.query("SELECT version, dirty FROM schema_migrations") == [(15, False)]
+    assert tmi_db.scalar("SELECT count(*) FROM metadata WHERE key = 'bad key!'") == 1
+
+
+def test_a_lock_timeout_in_a_later_step_retries_that_step_only(tmi_db, tmp_path):
+    """The deferred index build on sources waits behind a session holding sources; the file's step (on threats)
+    committed once and is not run again while the build retries."""
+    tmi_db.migrate(17)
+    fixture.generate(tmi_db.conn, 5, seed=3)
+    up = "ALTER TABLE threats ADD COLUMN review_note TEXT;\nCREATE INDEX sources_url_idx ON sources (url);\n"
+    path = with_extra(tmp_path, {"000018_two_tables.up.sql": up,
+                                 "000018_two_tables.down.sql": "DROP INDEX IF EXISTS sources_url_idx;\n"
+                                                               "ALTER TABLE threats DROP COLUMN review_note;\n"})
+    blocker = tmi_db.server.connect(tmi_db.name, autocommit=False)
+    with blocker.cursor() as cur:
+        cur.execute("LOCK TABLE sources IN SHARE UPDATE EXCLUSIVE MODE")
+    sha = files.file_sha256(str(path / "000018_two_tables.up.sql"))
+    run = start_module("pg_migrate", {"path": str(path), **tmi_db.module_args(), "lock_timeout": "200ms",
+                                      "lock_retries": 6, "lock_retry_delay": 0.3,
+                                      "rewrites": [{"version": 18, "sha256": sha}]})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not tmi_db.query(
+            "SELECT 1 FROM information_schema.columns WHERE table_name = 'threats' AND column_name = 'review_note'"):
+        time.sleep(0.05)
+    time.sleep(0.5)  # the build waits behind the blocker and times out at least once
+    blocker.rollback()
+    blocker.close()
+    result = run.result()
+    assert not result.get("failed"), result.get("msg")
+    steps = result["applied"][0]["steps"]
+    assert [(s["kind"], s["status"]) for s in steps] == [("file", "committed"), ("build_index", "committed")]
+    assert steps[0]["attempts"] == 1 and steps[1]["attempts"] > 1
+    assert tmi_db.query("SELECT version, dirty FROM schema_migrations") == [(18, False)]
+    assert tmi_db.scalar("SELECT indisvalid FROM pg_index WHERE indexrelid = 'sources_url_idx'::regclass") is True
