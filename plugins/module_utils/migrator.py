@@ -659,9 +659,9 @@ class RewrittenFile(object):
             return
         steps = json.dumps(self.steps)
         duration = int((time.monotonic() - started) * 1000)
-        engine.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS steps text").format(
-            engine._ident(engine.history)))
         if self.row is None:
+            engine.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS steps text").format(
+                engine._ident(engine.history)))
             self.row = engine.execute(sql.SQL(
                 "INSERT INTO {} (version, title, direction, sha256, duration_ms, mode, steps) "
                 "VALUES (%s, %s, 'up', %s, %s, %s, %s) RETURNING id").format(engine._ident(engine.history)),
