@@ -61,8 +61,8 @@ from benchlib import (
 
 # Extra variables per way. Variables a clone does not know yet are ignored by ansible-playbook.
 WAYS = {
-    "runbook": ["-e", "tmi_maintenance=always", "-e", "migrate_online_index_builds=false",
-                "-e", "migrate_lock_queue_timeout=0"],
+    "runbook": ["-e", "tmi_maintenance=always", "-e", "tmi_online_rewrites=false",
+                "-e", "migrate_online_index_builds=false", "-e", "migrate_lock_queue_timeout=0"],
     "collection": [],
 }
 ENDPOINTS = ("read threats", "create threat", "set metadata")

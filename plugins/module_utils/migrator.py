@@ -17,11 +17,12 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import contextlib
+import json
 import time
 import traceback
 
 from ansible.module_utils.common.text.converters import to_native
-from ansible_collections.tmi.migration.plugins.module_utils import analysis, bookkeeping, hazards, watchdog
+from ansible_collections.tmi.migration.plugins.module_utils import analysis, bookkeeping, hazards, rewrite, watchdog
 from ansible_collections.tmi.migration.plugins.module_utils import migrations as files
 
 try:
@@ -68,7 +69,9 @@ FILE_OPTIONS = dict(
 DEFAULTS = dict(operation="migrate", allow_down=False, state_table=bookkeeping.STATE_TABLE, state_schema=None,
                 history_table=bookkeeping.HISTORY_TABLE, run_lock_table=bookkeeping.RUN_LOCK_TABLE,
                 lock_wait_timeout=60, lock_timeout="5s", statement_timeout="0", lock_retries=5, lock_retry_delay=2,
-                online_index_builds=False, lock_queue_timeout=1.0)
+                online_index_builds=False, lock_queue_timeout=1.0, rewrites=[])
+# History modes of a rewritten file: its first step committed and the others running, or stopped by a failure.
+REWRITING, INTERRUPTED, REWRITTEN = "rewriting", "rewrite-interrupted", "rewritten"
 
 
 class Refused(Exception):
@@ -273,6 +276,48 @@ class Migrator(object):
                          (migration.version, migration.title, direction, files.file_sha256(path),
                           int(duration * 1000), mode))
 
+    def interrupted_rewrite(self, version):
+        """The history row of a rewritten file at ``version`` whose first step committed and whose other steps did
+        not all finish (the dirty flag alone cannot tell that from a file that failed part-way), or None."""
+        if not self.history or not self.table_exists(self.history):
+            return None
+        rows = self.execute(sql.SQL("SELECT version, title, mode, to_jsonb(h) ->> 'steps', applied_at::text FROM {} h "
+                                    "ORDER BY id DESC LIMIT 1").format(self._ident(self.history)))
+        # REWRITTEN too: the runner stopped after the last step committed and before the version was cleared.
+        if not rows or int(rows[0][0]) != version or rows[0][2] not in (REWRITING, INTERRUPTED, REWRITTEN) \
+                or not rows[0][3]:
+            return None
+        steps = json.loads(rows[0][3])
+        return dict(version=version, title=rows[0][1], mode=rows[0][2], started_at=rows[0][4], steps=steps,
+                    committed=[step["step"] for step in steps if step.get("status") == "committed"],
+                    failed=[step["step"] for step in steps if step.get("status") == "failed"])
+
+    def proven_rewrite(self, migration, direction, path, body):
+        """The steps of a file's online-equivalent rewrite when the rehearsal proved it (its version and sha256 are
+        in the ``rewrites`` option), else None: the file runs as written."""
+        if direction != "up":
+            return None
+        proven = [item for item in self.options["rewrites"] or ()
+                  if int(item.get("version", -1)) == migration.version]
+        if not proven:
+            return None
+        digest = files.file_sha256(path)
+        if not any(item.get("sha256") == digest for item in proven):
+            self.warn("Migration %06d %s changed since the rehearsal proved its rewrite (sha256 %s, proven %s): it "
+                      "runs as written." % (migration.version, migration.title, digest,
+                                            ", ".join(str(item.get("sha256")) for item in proven)))
+            return None
+        try:
+            return rewrite.plan(body, self.schema, set(r[0] for r in self.execute(USER_FUNCTIONS_SQL)))
+        except rewrite.Declined as declined:
+            self.warn("Migration %06d %s has a proven rewrite, but it is declined now (%s): it runs as written."
+                      % (migration.version, migration.title, declined))
+            return None
+
+    def _run_step(self, step):
+        """One step of a rewritten file: a batch in one implicit transaction, or a CONCURRENTLY statement."""
+        self._run_file(step["sql"], "transaction" if step["transaction"] else "autocommit")
+
     def edited_files(self, migrations, current):
         if not self.history or not self.table_exists(self.history):
             return []
@@ -309,6 +354,9 @@ class Migrator(object):
         path = migration.path(direction)
         with open(path, "r") as handle:
             body = handle.read()
+        steps = self.proven_rewrite(migration, direction, path, body)
+        if steps is not None:
+            return RewrittenFile(self, migration, path, steps).apply(version_after, version_before)
         online = (self.options["online_index_builds"] and direction == "up" and files.is_index_only(body))
         mode = "online" if online else ("autocommit" if files.needs_autocommit(body) else "transaction")
         statements = len(files.split_statements(body))
@@ -485,6 +533,8 @@ class Migrator(object):
                     raise Refused(to_native(error), **result) from error
                 result["plan_error"] = to_native(error)
         result["plan"] = plan_dicts(steps)
+        if dirty:
+            result["interrupted_rewrite"] = self.interrupted_rewrite(before)
         warn_missing_down(self.warn, steps, result)
         result["analysis"] = self.analyse(steps)
         result["hazards"] = self.hazards
@@ -522,6 +572,9 @@ class Migrator(object):
                 raise Refused("Version %d is marked dirty because another migration is running right now (pid %s, "
                               "application_name '%s'); wait for it to finish."
                               % (before, holder["pid"], holder["application_name"]), lock_holder=holder, **result)
+            interrupted = self.interrupted_rewrite(before)
+            if interrupted:
+                raise Refused(interrupted_message(interrupted), **dict(result, interrupted_rewrite=interrupted))
             raise Refused(
                 "The database is dirty at version %d: a migration failed part-way and nothing will run on top of it. "
                 "Inspect the schema, then either run operation=force with target_version set to the version the "
@@ -554,12 +607,188 @@ class Migrator(object):
                 result["applied"].append(self.apply(migration, direction, after, current))
             except MigrationFailed as failure:
                 result["version_after"], result["dirty"] = self.read_state()
+                if result["dirty"]:
+                    result["interrupted_rewrite"] = self.interrupted_rewrite(result["version_after"])
                 result["changed"] = True
                 result["failed_migration"] = dict(plan_dicts([(migration, direction, after)])[0],
                                                   lock_waits=failure.lock_waits)
                 raise Refused(to_native(failure), **result) from failure
             current = after
         result["version_after"], result["dirty"] = self.read_state()
+
+
+class RewrittenFile(object):
+    """A file run as its proven online-equivalent steps (``rewrite.plan``) on a Migrator's connection.
+
+    The version is dirty from before the first step until the last one committed. A lock timeout retries the step
+    that hit it, never an earlier one. Once the first step committed, the history row (mode REWRITING, then
+    REWRITTEN or INTERRUPTED) holds the steps and which committed, so that a rollback can tell "the file's
+    transaction committed, its deferred steps did not finish" from a dirty state nobody knows.
+    """
+
+    def __init__(self, engine, migration, path, steps):
+        self.engine = engine
+        self.migration = migration
+        self.path = path
+        self.steps = [dict(step, status="pending") for step in steps]
+        self.row = None
+
+    def apply(self, version_after, version_before):
+        engine, options = self.engine, self.engine.options
+        retries, delay = options["lock_retries"], options["lock_retry_delay"]
+        started = time.monotonic()
+        attempts = 1
+        engine.lock_waits = []
+        for index, step in enumerate(self.steps):
+            attempt = 0
+            step_started = time.monotonic()
+            while True:
+                attempt += 1
+                if index == 0:
+                    engine.set_version(version_after, True)
+                self._drop_invalid(step)  # the leftover of an earlier failed or killed build of the same index
+                engine._session_timeouts()
+                window = None
+                try:
+                    # Each step is one transaction or one CONCURRENTLY build: a cancel leaves nothing of it (an
+                    # INVALID index at most, dropped here), so the watchdog may cancel either.
+                    with engine._watched(attempt, index=index) as window:
+                        engine._run_step(step)
+                    break
+                except psycopg2.Error as error:
+                    engine._reset_timeouts()
+                    left = self._drop_invalid(step)
+                    retryable = error.pgcode == LOCK_NOT_AVAILABLE or watchdog.cancelled(window, error)
+                    if index == 0 and (retryable or not step["transaction"]):
+                        engine.set_version(version_before, False)  # nothing of the file remains
+                    if retryable and attempt <= retries:
+                        time.sleep(delay * (2 ** (attempt - 1)))
+                        continue
+                    step.update(status="failed", error="%s [SQLSTATE %s]" % (server_reason(error), error.pgcode),
+                                attempts=attempt)
+                    if index == 0:
+                        raise MigrationFailed(self._first_failed(error, attempt, version_before, version_after,
+                                                                 retryable or not step["transaction"]),
+                                              engine.lock_waits) from error
+                    self._record(INTERRUPTED, started)
+                    raise MigrationFailed(self._interrupted(step, left, version_after), engine.lock_waits) from error
+            engine._reset_timeouts()
+            attempts = max(attempts, attempt)
+            step.update(status="committed", attempts=attempt, duration=round(time.monotonic() - step_started, 3))
+            self._record(REWRITING if index + 1 < len(self.steps) else REWRITTEN, started)
+        duration = time.monotonic() - started
+        engine.set_version(version_after, False)
+        return dict(version=self.migration.version, title=self.migration.title, direction="up", file=self.path,
+                    mode=REWRITTEN, statements=sum(len(files.split_statements(s["sql"])) for s in self.steps),
+                    attempts=attempts, duration=round(duration, 3), steps=self.steps, lock_waits=engine.lock_waits,
+                    lock_wait_summary=watchdog.describe(engine.lock_waits))
+
+    def _drop_invalid(self, step):
+        """A failed CONCURRENTLY build leaves an INVALID index: drop it (as the online builds do). Returns what
+        could not be cleaned up, or ''."""
+        if step["kind"] != rewrite.BUILD_INDEX:
+            return ""
+        try:
+            if self.engine._index_state(step.get("schema"), step["index"]) == "invalid":
+                self.engine._drop_index(step.get("schema"), step["index"])
+        except psycopg2.Error as error:
+            return "the INVALID index %s its failed build left could not be dropped (%s)" % (
+                step["index"], server_reason(error))
+        return ""
+
+    def _record(self, mode, started):
+        engine = self.engine
+        if not engine.history:
+            return
+        steps = json.dumps(self.steps)
+        duration = int((time.monotonic() - started) * 1000)
+        if self.row is None:
+            engine.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS steps text").format(
+                engine._ident(engine.history)))
+            self.row = engine.execute(sql.SQL(
+                "INSERT INTO {} (version, title, direction, sha256, duration_ms, mode, steps) "
+                "VALUES (%s, %s, 'up', %s, %s, %s, %s) RETURNING id").format(engine._ident(engine.history)),
+                (self.migration.version, self.migration.title, files.file_sha256(self.path), duration, mode,
+                 steps))[0][0]
+        else:
+            engine.execute(sql.SQL("UPDATE {} SET mode = %s, steps = %s, duration_ms = %s WHERE id = %s").format(
+                engine._ident(engine.history)), (mode, steps, duration, self.row))
+
+    def _first_failed(self, error, attempts, version_before, version_after, clean):
+        step = self.steps[0]
+        return ("%s The file ran rewritten for online use (proven in the rehearsal); its first step failed: %s."
+                % (self.engine._failure_message(self.migration, "up", self.path, step["sql"], error, attempts, clean,
+                                                version_before, version_after, "transaction"), step["description"]))
+
+    def _interrupted(self, failed, left, version):
+        committed = [s for s in self.steps if s["status"] == "committed"]
+        pending = [s for s in self.steps if s["status"] == "pending"]
+        text = ("Migration %d %s (up) ran rewritten for online use (proven in the rehearsal) and stopped between its "
+                "steps: step %d (%s) failed: %s. Steps %s committed (%s); %s. The database is marked dirty at "
+                "version %d and the history table records the interrupted rewrite." % (
+                    self.migration.version, self.migration.title, failed["step"], failed["sql"], failed["error"],
+                    ", ".join(str(s["step"]) for s in committed), "; ".join(s["description"] for s in committed),
+                    ("steps %s did not run" % ", ".join(str(s["step"]) for s in pending)) if pending
+                    else "no step is left after it", version))
+        dropped, problems = self._drop_helpers()
+        if dropped:
+            text += " The helper CHECK%s %s of an unfinished SET NOT NULL %s dropped, so that the down file finds " \
+                    "only what it knows." % ("s" if len(dropped) > 1 else "", ", ".join(dropped),
+                                             "were" if len(dropped) > 1 else "was")
+        problems += [left] if left else []
+        if problems:
+            text += " Note: %s; drop it by hand." % "; ".join(problems)
+        return text + " " + recovery_text(version, self.steps)
+
+    def _drop_helpers(self):
+        """Drop the helper CHECKs of the SET NOT NULL steps that did not finish: ([names], [problems])."""
+        dropped, problems = [], []
+        for step in self.steps:
+            if step["kind"] == rewrite.DROP_HELPER and step["status"] != "committed":
+                try:
+                    self.engine.execute(step["sql"].replace(" DROP CONSTRAINT ", " DROP CONSTRAINT IF EXISTS ", 1))
+                    dropped.append(step["object"])
+                except psycopg2.Error as error:
+                    problems.append("the helper CHECK %s could not be dropped (%s)"
+                                    % (step["object"], server_reason(error)))
+        return dropped, problems
+
+
+def by_hand(steps):
+    """The statements that finish an interrupted rewritten file: the steps not committed, a SET NOT NULL whose
+    helper CHECK was dropped from its start (the helper added again)."""
+    unfinished = set(step["helper"] for step in steps if step["kind"] == rewrite.DROP_HELPER
+                     and step.get("status") != "committed")
+    statements = []
+    for step in steps:
+        if step.get("helper") in unfinished:
+            if step.get("helper_add"):
+                statements.append(step["helper_add"])
+            statements.append(step["sql"])
+        elif step.get("status") != "committed":
+            statements.append(step["sql"])
+    return statements
+
+
+def recovery_text(version, steps):
+    """How to recover from a rewritten file interrupted at ``version`` (``steps``: all of them, with their status)."""
+    return ("To recover keeping every write: run playbooks/rollback.yml (it recognises the interrupted rewrite, "
+            "records version %d and runs its down file, which the rehearsal ran, then the earlier down files as "
+            "planned), fix the data and migrate again; or fix the data and finish the file by hand - %s - then run "
+            "operation=force with target_version=%d." % (version, "; ".join(by_hand(steps)), version))
+
+
+def interrupted_message(interrupted):
+    committed = interrupted["committed"]
+    failed = [s for s in interrupted["steps"] if s["step"] in interrupted["failed"]]
+    return ("The database is dirty at version %d because migration %06d %s ran rewritten for online use and did not "
+            "finish: steps %s committed, %s. Nothing will run on top of it. %s" % (
+                interrupted["version"], interrupted["version"], interrupted["title"],
+                ", ".join(str(n) for n in committed) or "none",
+                ("step %d failed: %s" % (failed[0]["step"], failed[0].get("error"))) if failed else
+                "the run stopped before the others finished" if interrupted["mode"] != REWRITTEN else
+                "every step committed but the run stopped before it cleared the dirty flag",
+                recovery_text(interrupted["version"], interrupted["steps"])))
 
 
 def server_reason(error):

@@ -115,6 +115,7 @@ ROLLBACK = {
     "kept_restore": "",
     "application": "",
     "earlier": {},
+    "interrupted_rewrite": {},
 }
 
 # Findings of the post-migration data check that mean the migration damaged data.

@@ -30,7 +30,8 @@ import threading
 import time
 
 from ansible.module_utils.common.text.converters import to_native
-from ansible_collections.tmi.migration.plugins.module_utils import analysis, bookkeeping, locks, migrator, snapshot
+from ansible_collections.tmi.migration.plugins.module_utils import analysis, bookkeeping, locks, migrator, rewrite
+from ansible_collections.tmi.migration.plugins.module_utils import snapshot
 from ansible_collections.tmi.migration.plugins.module_utils import migrations as files
 
 try:
@@ -371,6 +372,8 @@ class Rehearsal(migrator.Migrator):
         self.observed = []
         self.failed_at = None
         self.warned = True  # the plan's hazards were shown when production was planned
+        self.step_observed = []  # the observations of a rewritten file's steps, in order
+        self.user_functions = None
 
     # --- how a file runs: as pg_migrate runs it, observed --------------------------------
     def _run_file(self, body, mode):
@@ -394,6 +397,17 @@ class Rehearsal(migrator.Migrator):
             self.observed, self.failed_at = failure.observed, failure.index
             raise migrator.OnlineBuildFailed(failure.error) from failure
         return 1
+
+    def _run_step(self, step):
+        """A step of a rewritten file, observed: a step in a transaction as a file is, a CONCURRENTLY one sampled."""
+        self.observed, self.failed_at = [], None
+        try:
+            super(Rehearsal, self)._run_step(step)
+        finally:
+            for item in self.observed:
+                item["step"] = step["step"]
+            self.step_observed.extend(self.observed)
+            self.observed = []
 
     def step(self, migration, direction, after, before):
         """Apply one file observed: (its entry, None) or (its entry, the server's error)."""
@@ -439,7 +453,7 @@ class Rehearsal(migrator.Migrator):
         before, dirty = self.read_state()
         result = dict(version_before=before, target_version=target, up=[], down=[], up_ok=None, down_ok=None,
                       schema_restored=None, data_restored=None, reversible=None, figures_after_up={},
-                      exclusive_over=[], rehearsed=False)
+                      exclusive_over=[], rehearsed=False, rewrites=[])
         if dirty:
             raise migrator.Refused("The copy is dirty at version %d, as production was when it was backed up: "
                                    "nothing can be rehearsed on it. Nothing was changed." % before, **result)
@@ -461,8 +475,14 @@ class Rehearsal(migrator.Migrator):
         self.ensure_state_table()
         self.ensure_history_table()
         current = before
+        rewrites = result["rewrites"]
         for migration, direction, after in steps:
+            candidate = self._candidate(migration) if self.options.get("online_rewrites") else None
+            # The catalog the file starts from: its down file must bring exactly this back for the proof.
+            start = catalog(self.execute, own) if isinstance(candidate, list) else None
             entry, error = self.step(migration, direction, after, current)
+            if error is None and candidate is not None:
+                entry, error = self.prove(migration, after, current, entry, own, rewrites, candidate, start)
             result["up"].append(entry)
             if error is not None:
                 result.update(up_ok=False, error=entry["error"], duration=round(time.monotonic() - started, 3))
@@ -496,6 +516,126 @@ class Rehearsal(migrator.Migrator):
             result["reversible"] = False
         result["duration"] = round(time.monotonic() - started, 3)
         return result
+
+    # --- the proof of an online-equivalent rewrite ---------------------------------------
+    def _candidate(self, migration):
+        """The rewritten steps of an up file (a list), or why there are none (rewrite.Declined)."""
+        with open(migration.path("up")) as handle:
+            body = handle.read()
+        if self.user_functions is None:
+            self.user_functions = set(r[0] for r in self.execute(migrator.USER_FUNCTIONS_SQL))
+        try:
+            return rewrite.plan(body, self.schema, self.user_functions)
+        except rewrite.Declined as declined:
+            return declined
+
+    def prove(self, migration, after, before, entry, own, rewrites, candidate, start):
+        """Prove the rewrite (``candidate``: its steps) of an up file that just ran as written (``entry``) from the
+        catalog ``start``: its down file, which must bring ``start`` back exactly (else it is rolled back), the
+        rewritten steps (observed), and the normalised catalog compared with the file's as written. Returns
+        (entry, error): the rewritten steps' entry when proven (what production will see), else the file's as
+        written, the copy brought back to it. Appends the outcome to ``rewrites`` (nothing for a file no rewrite
+        applies to and that blocked no writer)."""
+        path = migration.path("up")
+        if isinstance(candidate, rewrite.Declined):
+            if entry["exclusive"] or any(locks.BLOCKS_WRITES & set(s["taken"].values()) for s in entry["statements"]):
+                entry["rewrite"] = dict(proven=False, reason="no online rewrite applies: %s" % candidate)
+                rewrites.append(dict(version=migration.version, title=migration.title, sha256=files.file_sha256(path),
+                                     proven=False, steps=[], reason=entry["rewrite"]["reason"]))
+            return entry, None
+        steps = candidate
+        outcome = dict(version=migration.version, title=migration.title, sha256=files.file_sha256(path),
+                       proven=False, steps=[dict((k, v) for k, v in step.items() if k != "status") for step in steps])
+        rewrites.append(outcome)
+        as_written = catalog(self.execute, own)
+        problem = self._down_for_proof(migration, before, start, own)
+        if problem:
+            return self._not_proven(entry, outcome, problem), None
+        self.step_observed = []
+        started = time.monotonic()
+        try:
+            applied = migrator.RewrittenFile(self, migration, path, steps).apply(after, before)
+        except migrator.MigrationFailed as failure:
+            return self._back_as_written(migration, after, before, entry, outcome,
+                                         "the rewritten steps failed: %s" % to_native(failure))
+        differences = catalog_differences(as_written, catalog(self.execute, own))
+        if differences:
+            return self._back_as_written(migration, after, before, entry, outcome,
+                                         "the rewritten steps end in another catalog than the file as written: %s"
+                                         % "; ".join(differences))
+        outcome["proven"] = True
+        outcome["steps"] = [dict((k, v) for k, v in step.items() if k not in ("status", "attempts"))
+                            for step in applied["steps"]]
+        statements = self.step_observed
+        with open(path) as handle:
+            body = handle.read()
+        lines = dict((step["step"], step.get("line")) for step in steps)
+        for observed in statements:
+            ran = analysis.analyse_sql(observed["statement"], self.schema)
+            observed["predicted"] = ran[0].get("locks", {}) if len(ran) == 1 else {}
+            # A statement of the file's step as written has its line in the file; a deferred step, its source's.
+            found = body.find(observed["statement"].strip())
+            line = body[:found].count("\n") + 1 if found >= 0 else lines.get(observed["step"])
+            if line:
+                observed["line"] = line
+        proven = dict(entry, mode=migrator.REWRITTEN, duration=round(time.monotonic() - started, 3),
+                      statements=statements, exclusive=exclusive_seconds(statements),
+                      rewritten=sorted(set(t for s in statements for t in s["rewritten"])),
+                      rewrite=dict(proven=True, steps=outcome["steps"]),
+                      as_written=dict(mode=entry["mode"], duration=entry["duration"], exclusive=entry["exclusive"],
+                                      rewritten=entry["rewritten"], statements=entry["statements"]))
+        return proven, None
+
+    def _down_for_proof(self, migration, version, start, own):
+        """Run the file's down file in one transaction and commit it only when it brings the catalog ``start`` back
+        exactly (the rewritten steps then start where the file did); else roll it back, leaving the copy as the file
+        as written left it. Returns why the proof cannot go on, or None."""
+        if migration.down is None:
+            return "the file has no down file, so the copy cannot go back to run the rewritten steps"
+        with open(migration.down) as handle:
+            body = handle.read()
+        if files.needs_autocommit(body):
+            return "its down file runs outside a transaction, so the proof could not undo it if it fell short"
+        self.execute("BEGIN")
+        try:
+            self._session_timeouts()
+            self.execute(body)
+            differences = catalog_differences(start, catalog(self.execute, own))
+            if differences:
+                self.execute("ROLLBACK")
+                return ("its down file does not bring the catalog back to where the file started (%s), so the "
+                        "rewritten steps could not start there" % "; ".join(differences))
+            self.execute(sql.SQL("TRUNCATE {}").format(self._ident(self.table)))
+            if version != files.NIL_VERSION:
+                self.execute(sql.SQL("INSERT INTO {} (version, dirty) VALUES (%s, false)").format(
+                    self._ident(self.table)), (version,))
+            self.execute("COMMIT")
+        except psycopg2.Error as error:
+            self.execute("ROLLBACK")
+            return "its down file failed: %s [SQLSTATE %s]" % (migrator.server_reason(error), error.pgcode)
+        finally:
+            self._reset_timeouts()
+        return None
+
+    def _not_proven(self, entry, outcome, reason):
+        outcome["reason"] = reason
+        entry["rewrite"] = dict(proven=False, reason=reason, steps=outcome["steps"])
+        return entry
+
+    def _back_as_written(self, migration, after, before, entry, outcome, reason):
+        """The rewrite is not proven and the copy is where the rewritten steps left it: the down file and the file as
+        written again, so that the rest of the plan is rehearsed on what production will have."""
+        self._not_proven(entry, outcome, reason)
+        down, error = self.step(migration, "down", before, after)
+        if error is None:
+            again, error = self.step(migration, "up", after, before)
+            if error is None:
+                again["rewrite"] = entry["rewrite"]
+                return again, None
+            down = again
+        entry.update(ok=False, error="the rehearsal could not bring the copy back to the file as written after its "
+                                     "rewrite was not proven (%s): %s" % (reason, down["error"]))
+        return entry, error
 
     def _down(self, migrations, current, before, result):
         try:
@@ -560,6 +700,14 @@ def file_line(entry, down=None):
         parts.append(text)
     if down is not None:
         parts.append("down: %s" % ("ok" if down["ok"] else "FAILED"))
+    proof = entry.get("rewrite") or {}
+    if proof.get("proven"):
+        before = entry.get("as_written", {}).get("exclusive", {})
+        parts.append("rewritten online: %d steps (as written: %s)" % (
+            len(proof["steps"]), ", ".join("%s ACCESS EXCLUSIVE %s s" % (_short(t), before[t]) for t in sorted(before))
+            or "no ACCESS EXCLUSIVE"))
+    elif proof:
+        parts.append("runs as written: %s" % proof.get("reason", "the rewrite was not proven"))
     return "%s: %s" % (head, "; ".join(parts))
 
 

@@ -81,6 +81,23 @@ options:
     type: float
     default: 60
     version_added: 0.1.0
+  rewrites:
+    description:
+      - The online-equivalent rewrites the rehearsal proved (RV(tmi.migration.pg_rehearse#module:rewrites) with
+        C(proven) true), each a dict with C(version) and C(sha256) (of the up file). An up file runs rewritten only
+        when its version and its checksum are in this list; a file edited since the rehearsal runs as written (and
+        the module warns). Empty runs every file as written, as golang-migrate does.
+      - A rewritten file runs as several steps (C(module_utils/rewrite.py)) - the file's transaction with its CHECK
+        and FOREIGN KEY constraints added C(NOT VALID), then each validation, C(CREATE UNIQUE INDEX CONCURRENTLY) and
+        C(ADD CONSTRAINT ... USING INDEX), C(SET NOT NULL) after a validated helper CHECK, C(CREATE INDEX
+        CONCURRENTLY) - each in its own transaction. The version is dirty from before the first step until the last
+        one committed; a lock timeout retries the step that hit it. A failure after the first step leaves the version
+        dirty and the history table saying which steps committed (RV(interrupted_rewrite)), which the rollback role
+        recovers from with the file's down file instead of restoring the backup.
+    type: list
+    elements: dict
+    default: []
+    version_added: 0.1.0
 attributes:
   check_mode:
     support: full
@@ -159,13 +176,15 @@ plan:
   sample: [{"version": 16, "title": "add_performance_indexes", "direction": "up"}]
 applied:
   description:
-    - The migrations applied, with timing and statement counts.
+    - The migrations applied, with timing and statement counts. C(mode) is V(transaction), V(autocommit), V(online)
+      or V(rewritten) (O(rewrites)); a rewritten file also has C(steps), each with C(step), C(kind), C(sql),
+      C(description), C(lock) (the lock it takes on its table), C(status), C(attempts) and C(duration).
     - C(lock_waits) - one entry per attempt that waited for a lock (empty when none did), with C(attempt),
       C(waited_seconds), C(cancelled) (the watchdog cancelled it), C(queued) (the most client sessions seen queued
       behind it at once), C(queued_seconds) (the longest one of them waited), C(blockers) (the sessions that
       blocked it, each with C(pid), C(application_name), C(state), C(xact_age_seconds), C(backend_type),
-      C(wait_event); never their query text, which can carry data), C(index) for an online build, and
-      C(watchdog_error) when the watchdog failed. C(lock_wait_summary) says the same in one line.
+      C(wait_event); never their query text, which can carry data), C(index) for an online build or a rewritten
+      file's step, and C(watchdog_error) when the watchdog failed. C(lock_wait_summary) says the same in one line.
   returned: always
   type: list
   elements: dict
@@ -306,6 +325,16 @@ failed_migration:
   type: dict
   version_added: 0.1.0
   sample: {"version": 17, "title": "enhance_metadata", "direction": "up", "lock_waits": []}
+interrupted_rewrite:
+  description:
+    - When the version is dirty because a rewritten file (O(rewrites)) stopped between its steps - its first step
+      (the file's transaction) committed - the history table's record of it - C(version), C(title), C(mode)
+      (V(rewriting) while it ran or was killed, V(rewrite-interrupted) after a failure), C(started_at), C(steps) (each
+      with C(step), C(kind), C(sql), C(description), C(status) - V(committed), V(failed) or V(pending) - and
+      C(error)), C(committed) and C(failed) (step numbers). Null when the dirty state has another cause.
+  returned: when the version is dirty
+  type: dict
+  version_added: 0.1.0
 unrecorded_tables:
   description:
     - The tables of a schema that has no state table, when O(operation=status) or O(operation=migrate) refuses it
@@ -334,6 +363,7 @@ def main():
             operation=dict(type="str", choices=["migrate", "status", "force"], default="migrate"),
             allow_down=dict(type="bool", default=False),
             lock_wait_timeout=dict(type="float", default=60),
+            rewrites=dict(type="list", elements="dict", default=[]),
             **migrator.FILE_OPTIONS
         ),
         supports_check_mode=True,

@@ -65,6 +65,21 @@ options:
         many seconds (writers and readers of that table wait that long in production). Unset, no limit.
     type: float
     version_added: 0.1.0
+  online_rewrites:
+    description:
+      - Try the online-equivalent rewrite of each up file (C(module_utils/rewrite.py) - constraints added C(NOT VALID)
+        and validated after, UNIQUE through C(CREATE UNIQUE INDEX CONCURRENTLY), C(SET NOT NULL) after a validated
+        CHECK, C(CREATE INDEX CONCURRENTLY) after the file's transaction) and prove it - after the file ran as
+        written, its down file, then the rewritten steps, observed, and the normalised catalog compared with the
+        file's as written (constraint and index names and definitions, validated or not, column types, defaults,
+        NOT NULL).
+      - A proven rewrite is listed in RV(rewrites) (pass those with C(proven) true to
+        O(tmi.migration.pg_migrate#module:rewrites)) and the rehearsal goes on with the rewritten steps'
+        observations, which are what production will see. A rewrite that is not proven (the catalogs differ, the
+        rewritten steps or the down file fail) is listed with the reason and the file is rehearsed as written.
+    type: bool
+    default: true
+    version_added: 0.1.0
 attributes:
   check_mode:
     support: full
@@ -169,6 +184,19 @@ exclusive_over:
   returned: once the copy and the files were checked
   type: list
   elements: dict
+rewrites:
+  description:
+    - Per up file that has an online-equivalent rewrite (or would need one - it blocked writers - but none applies),
+      C(version), C(title), C(sha256) (of the up file, what O(tmi.migration.pg_migrate#module:rewrites) checks),
+      C(proven), C(steps) (each C(step), C(kind), C(sql), C(transaction), C(description), C(lock), C(duration)) and,
+      when not proven, C(reason).
+    - A proven file's entry in RV(up) has C(mode) V(rewritten), the observations of the steps (each statement with
+      its C(step)), C(rewrite) and C(as_written) (the observations of the file as written); a file whose rewrite was
+      not proven has C(rewrite) with C(proven) false and C(reason).
+  returned: once the copy and the files were checked
+  type: list
+  elements: dict
+  version_added: 0.1.0
 error:
   description: What failed in an up file - file, line, statement and the server's error.
   returned: when an up file failed
@@ -225,6 +253,7 @@ def main():
             drop_after=dict(type="bool", default=True),
             require_reversible=dict(type="bool", default=False),
             max_exclusive_seconds=dict(type="float"),
+            online_rewrites=dict(type="bool", default=True),
             **migrator.FILE_OPTIONS
         ),
         supports_check_mode=True,

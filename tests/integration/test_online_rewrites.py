@@ -1,0 +1,402 @@
+"""Online-equivalent rewrites against real servers: proven on the rehearsal copy, used in production, recovered.
+
+The rehearsal (pg_rehearse online_rewrites) runs each up file as written, its down file, then the rewritten steps
+(module_utils/rewrite.py) and compares the normalised catalogs; pg_migrate runs a file rewritten only when its
+version and checksum are among the proven ones. What the tests show: each rewrite proven equal and used, the
+validations observed under SHARE UPDATE EXCLUSIVE (in the rehearsal's pg_locks observations and by sampling
+production's pg_locks), a rewrite that would end elsewhere running as written and saying why, a file edited after
+the rehearsal running as written, and a failure between the steps recovered by rollback.yml with nothing lost.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from ansible_collections.tmi.migration.plugins.module_utils import migrations as files
+from ansible_collections.tmi.migration.plugins.module_utils import rehearsal as rehearsal_utils
+
+from conftest import Database, run_module, start_module
+from tmi_testenv import fixture
+
+SUE, AE = "SHARE UPDATE EXCLUSIVE", "ACCESS EXCLUSIVE"
+
+
+def backup_and_copy(db, tmp_path, run_id="r1"):
+    """A verified backup of ``db`` and its kept scratch copy: (backup directory, scratch database)."""
+    (tmp_path / "backups").mkdir(exist_ok=True)
+    backup = run_module("pg_backup", {"dest": str(tmp_path / "backups"), "pg_bin_dir": str(db.server.client_bindir),
+                                      "run_id": run_id, **db.module_args()})
+    assert not backup.get("failed"), backup.get("msg")
+    scratch = f"{db.name}_verify_{run_id}"
+    restored = run_module("pg_restore_backup", {"backup": str(Path(backup["manifest"]).parent), "target_db": scratch,
+                                                "scratch": True, "pg_bin_dir": str(db.server.client_bindir),
+                                                **db.module_args(), "login_db": "postgres"})
+    assert restored.get("verified"), restored.get("msg")
+    return str(Path(backup["manifest"]).parent), scratch
+
+
+def rehearse(db, backup, scratch, path=fixture.MIGRATIONS_DIR, **extra):
+    return run_module("pg_rehearse", {"path": str(path), "target_db": scratch, "backup": backup,
+                                      "online_index_builds": True, **db.module_args(), "login_db": "postgres",
+                                      **extra})
+
+
+def migrate(db, path=fixture.MIGRATIONS_DIR, **extra):
+    return run_module("pg_migrate", {"path": str(path), "online_index_builds": True, **db.module_args(), **extra})
+
+
+def proven(result):
+    """What the playbooks pass to pg_migrate's rewrites from a rehearsal's result."""
+    return [dict(version=item["version"], sha256=item["sha256"]) for item in result["rewrites"] if item["proven"]]
+
+
+def catalog(db):
+    return rehearsal_utils.catalog(db.query, ("public.schema_migrations", "public.tmi_migration_history",
+                                              "public.tmi_migration_lock"))
+
+
+def with_extra(tmp_path, files: dict[str, str]) -> Path:
+    """A copy of the fixture's migrations with extra files (name -> SQL)."""
+    target = tmp_path / "migrations"
+    shutil.copytree(fixture.MIGRATIONS_DIR, target)
+    for name, text in files.items():
+        (target / name).write_text(text)
+    return target
+
+
+class LockSampler:
+    """Samples, from another session, the table locks pg_migrate's session holds on a table while it runs each
+    statement: {statement: set of pg_locks modes}."""
+
+    SQL = ("SELECT a.query, l.mode FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+           "JOIN pg_class c ON c.oid = l.relation WHERE a.application_name = 'tmi.migration.pg_migrate' "
+           "AND a.state = 'active' AND l.granted AND c.relname = %s")
+
+    def __init__(self, db, table):
+        self.conn = db.server.connect(db.name)
+        self.conn.autocommit = True
+        self.table = table
+        self.seen: dict[str, set[str]] = {}
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+
+    def loop(self):
+        with self.conn.cursor() as cur:
+            while not self.stopping.is_set():
+                cur.execute(self.SQL, (self.table,))
+                for query, mode in cur.fetchall():
+                    self.seen.setdefault(" ".join(query.split()), set()).add(mode)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping.set()
+        self.thread.join()
+        self.conn.close()
+
+
+@pytest.fixture
+def production(tmi_db, tmp_path):
+    """Production at version 15 with data, its backup and the verified scratch copy to rehearse on."""
+    tmi_db.migrate(15)
+    fixture.generate(tmi_db.conn, 60, seed=7)
+    backup, scratch = backup_and_copy(tmi_db, tmp_path)
+    return tmi_db, backup, scratch
+
+
+def test_000017_rewrite_is_proven_on_the_copy_and_used_in_production_validating_under_share_update_exclusive(
+        production, pg_server):
+    db, backup, scratch = production
+    result = rehearse(db, backup, scratch)
+    assert not result.get("failed"), result.get("msg")
+    assert result["up_ok"] and result["reversible"], result.get("down_error")
+    outcomes = [(item["version"], item["proven"]) for item in result["rewrites"]]
+    assert outcomes == [(17, True)], result["rewrites"][0].get("reason")
+    rewrite = result["rewrites"][0]
+    assert [step["kind"] for step in rewrite["steps"]] == ["file"] + ["validate"] * 4 + [
+        "build_index", "attach_constraint", "build_index", "build_index"]
+    enhance = result["up"][1]
+    assert enhance["mode"] == "rewritten" and enhance["rewrite"]["proven"]
+    # The rehearsal goes on with what production will see: the validations and builds took SHARE UPDATE EXCLUSIVE
+    # on metadata only, never ACCESS EXCLUSIVE; the file as written held ACCESS EXCLUSIVE while validating.
+    validations = [s for s in enhance["statements"] if "VALIDATE CONSTRAINT" in s["statement"]]
+    assert len(validations) == 4
+    assert all(s["taken"] == {"public.metadata": SUE} for s in validations), validations
+    builds = [s for s in enhance["statements"] if "CONCURRENTLY" in s["statement"]]
+    assert len(builds) == 3 and all(s["taken"] == {"public.metadata": SUE} for s in builds), builds
+    as_written = enhance["as_written"]
+    checks = next(s for s in as_written["statements"] if "metadata_entity_key_unique" in s["statement"])
+    assert checks["taken"] == {} and checks["locks"]["public.metadata"] == AE  # held since the type change
+    assert any("rewritten online: 9 steps" in line for line in result["lines"]), result["lines"]
+
+    # Production, given the proven rewrite: the same catalog as a database migrated as written.
+    applied = migrate(db, rewrites=proven(result))
+    assert not applied.get("failed"), applied.get("msg")
+    assert (applied["version_after"], applied["dirty"]) == (17, False)
+    entry = applied["applied"][1]
+    assert entry["mode"] == "rewritten" and [s["status"] for s in entry["steps"]] == ["committed"] * 9
+    history = db.query("SELECT mode, steps IS NOT NULL FROM tmi_migration_history WHERE version = 17")
+    assert history == [("rewritten", True)]
+    reference = Database(pg_server, f"{db.name}_ref")
+    try:
+        reference.migrate(17)  # as golang-migrate runs it: each file as written
+        assert catalog(db) == catalog(reference)
+    finally:
+        reference.drop()
+
+
+# Every kind of rewrite in one file; the CHECK sleeps a millisecond a row, so that sampling production's pg_locks
+# catches its validation.
+EVERY_KIND_UP = """-- Every online rewrite in one file.
+ALTER TABLE threats ADD COLUMN review_note TEXT;
+ALTER TABLE threats ADD CONSTRAINT threats_name_slow_check
+    CHECK (length(pg_sleep(0.001)::text) = 0 AND LENGTH(TRIM(name)) > 0);
+ALTER TABLE documents ADD CONSTRAINT documents_threat_model_fk
+    FOREIGN KEY (threat_model_id) REFERENCES threat_models (id) ON DELETE CASCADE;
+ALTER TABLE threats ALTER COLUMN description SET NOT NULL;
+ALTER TABLE sources ADD CONSTRAINT sources_id_url_unique UNIQUE (id, url);
+CREATE INDEX threats_review_idx ON threats (threat_model_id, review_note);
+"""
+EVERY_KIND_DOWN = """DROP INDEX IF EXISTS threats_review_idx;
+ALTER TABLE sources DROP CONSTRAINT IF EXISTS sources_id_url_unique;
+ALTER TABLE threats ALTER COLUMN description DROP NOT NULL;
+ALTER TABLE documents DROP CONSTRAINT IF EXISTS documents_threat_model_fk;
+ALTER TABLE threats DROP CONSTRAINT IF EXISTS threats_name_slow_check;
+ALTER TABLE threats DROP COLUMN IF EXISTS review_note;
+"""
+
+
+def test_every_kind_of_rewrite_is_proven_and_production_validates_without_access_exclusive(
+        production, pg_server, tmp_path):
+    db, backup, scratch = production
+    path = with_extra(tmp_path, {"000018_every_rewrite.up.sql": EVERY_KIND_UP,
+                                 "000018_every_rewrite.down.sql": EVERY_KIND_DOWN})
+    result = rehearse(db, backup, scratch, path)
+    assert not result.get("failed"), result.get("msg")
+    by_version = {item["version"]: item for item in result["rewrites"]}
+    assert by_version[18]["proven"], by_version[18].get("reason")
+    assert [(step["kind"], step["object"]) for step in by_version[18]["steps"]] == [
+        ("file", None), ("validate", "threats_name_slow_check"), ("validate", "documents_threat_model_fk"),
+        ("validate", "threats_description_not_null_helper"), ("set_not_null", "description"),
+        ("drop_helper", "threats_description_not_null_helper"), ("build_index", "sources_id_url_unique"),
+        ("attach_constraint", "sources_id_url_unique"), ("build_index", "threats_review_idx")]
+    observed = {s["statement"]: s["taken"] for s in result["up"][-1]["statements"]}
+    assert observed["ALTER TABLE documents VALIDATE CONSTRAINT documents_threat_model_fk"] == {
+        "public.documents": SUE, "public.threat_models": "ROW SHARE"}
+    assert observed["ALTER TABLE threats VALIDATE CONSTRAINT threats_name_slow_check"] == {"public.threats": SUE}
+
+    with LockSampler(db, "threats") as sampler:
+        applied = migrate(db, path, rewrites=proven(result))
+    assert not applied.get("failed"), applied.get("msg")
+    assert [entry["mode"] for entry in applied["applied"]] == ["online", "rewritten", "rewritten"]
+    seen = {query: modes for query, modes in sampler.seen.items() if "VALIDATE CONSTRAINT threats_name" in query}
+    assert seen, f"the validation was not sampled: {sorted(sampler.seen)}"
+    assert set().union(*seen.values()) == {"ShareUpdateExclusiveLock"}, seen
+    # The same check fails where the lock is ACCESS EXCLUSIVE: the file as written, sampled the same way.
+    reference = Database(pg_server, f"{db.name}_ref")
+    try:
+        reference.migrate(17)
+        fixture.generate(reference.conn, 60, seed=7)
+        with LockSampler(reference, "threats") as as_written:
+            plain = migrate(reference, path)
+        assert not plain.get("failed"), plain.get("msg")
+        assert plain["applied"][0]["mode"] == "transaction"
+        modes = set().union(*[m for q, m in as_written.seen.items() if "threats_name_slow_check" in q])
+        assert "AccessExclusiveLock" in modes, as_written.seen
+        assert catalog(db) == catalog(reference)
+    finally:
+        reference.drop()
+
+
+def test_a_failure_between_the_steps_is_recovered_by_rollback_yml_with_its_down_file_keeping_later_writes(
+        environment):
+    """A row that breaks one of 000017's CHECKs arrives after the rehearsal (here: the rehearsal and the pre-flight's
+    profile are off, so neither sees it). As written, 000017 would fail whole; rewritten, its file step commits
+    (NOT VALID does not check old rows), the validation fails and the version stays dirty. The application writes on;
+    rollback.yml recognises the interrupted rewrite and runs the down file - no backup restore, no write lost."""
+    db = environment.db
+    before = environment.state()
+    threat = db.scalar("SELECT id::text FROM threats LIMIT 1")
+    db.query("INSERT INTO metadata (entity_type, entity_id, key, value) VALUES ('threat', %s, 'bad key!', 'x')",
+             (threat,))
+    sha = files.file_sha256(str(fixture.MIGRATIONS_DIR / "000017_enhance_metadata.up.sql"))
+    extra = {"tmi_rehearse": False, "validate_profile": "", "tmi_auto_rollback": False,
+             "migrate_rewrites": [{"version": 17, "sha256": sha}]}
+    failed = environment.playbook("migrate.yml", "-e", json.dumps(extra))
+    assert failed.returncode != 0
+    message = " ".join(failed.stdout.split())
+    assert "stopped between its steps: step 3 (ALTER TABLE metadata VALIDATE CONSTRAINT metadata_key_format_check) " \
+           "failed" in message, failed.stdout[-4000:]
+    assert "Steps 1, 2 committed" in message and "playbooks/rollback.yml" in message
+    assert db.query("SELECT version, dirty FROM schema_migrations") == [(17, True)]
+    assert db.query("SELECT mode FROM tmi_migration_history WHERE version = 17") == [("rewrite-interrupted",)]
+    # The step that committed is there: the CHECKs, NOT VALID, and the new key type.
+    assert db.scalar("SELECT count(*) FROM pg_constraint WHERE conrelid = 'metadata'::regclass AND contype = 'c' "
+                     "AND NOT convalidated") == 3
+
+    # The application writes on after the failure.
+    db.query("INSERT INTO metadata (entity_type, entity_id, key, value) SELECT 'threat', id, 'after_failure', 'kept' "
+             "FROM threats")
+    written = db.scalar("SELECT count(*) FROM metadata WHERE key = 'after_failure'")
+    assert written > 0
+
+    rolled = environment.playbook("rollback.yml")
+    assert rolled.returncode == 0, rolled.stdout[-4000:]
+    record = environment.records("rollback")[-1]["rollback"]
+    assert record["mode"] == "planned" and record["succeeded"] is True, record
+    assert record["interrupted_rewrite"]["version"] == 17 and record["interrupted_rewrite"]["committed"] == [1, 2]
+    assert db.query("SELECT version, dirty FROM schema_migrations") == [(15, False)]
+    assert db.scalar("SELECT count(*) FROM metadata WHERE key = 'after_failure'") == written
+    assert db.scalar("SELECT count(*) FROM metadata WHERE key = 'bad key!'") == 1
+    after = environment.state()
+    # Everything but metadata (which got the rows above) is as before; the schema is back at 15 (as 000017's down
+    # file leaves it).
+    assert {k: v for k, v in after["figures"].items() if k != "public.metadata"} == \
+        {k: v for k, v in before["figures"].items() if k != "public.metadata"}
+    assert after["figures"]["public.metadata"]["rows"] == before["figures"]["public.metadata"]["rows"] + 1 + written
+    assert after["maintenance"] == before["maintenance"]
+
+
+# The scratch copy gets an event trigger that creates a table when the unique index of 000018 is built by a CREATE
+# INDEX statement: the rewritten steps (CREATE UNIQUE INDEX CONCURRENTLY) end in another catalog than the file as
+# written (ALTER TABLE ... ADD CONSTRAINT UNIQUE), a difference injected into the proof.
+MARKER = """
+CREATE FUNCTION mark_unique_build() RETURNS event_trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() WHERE object_identity = 'public.sources_id_url_unique')
+    THEN
+        CREATE TABLE IF NOT EXISTS rewrite_marker (id int);
+    END IF;
+END $$;
+CREATE EVENT TRIGGER mark_unique_build ON ddl_command_end WHEN TAG IN ('CREATE INDEX')
+    EXECUTE FUNCTION mark_unique_build();
+"""
+UNIQUE_UP = """ALTER TABLE threats ADD COLUMN review_note TEXT;
+ALTER TABLE sources ADD CONSTRAINT sources_id_url_unique UNIQUE (id, url);
+"""
+UNIQUE_DOWN = """ALTER TABLE sources DROP CONSTRAINT IF EXISTS sources_id_url_unique;
+ALTER TABLE threats DROP COLUMN IF EXISTS review_note;
+"""
+
+
+def test_a_rewrite_ending_in_another_catalog_is_not_proven_and_the_file_runs_as_written(
+        production, pg_server, tmp_path):
+    db, backup, scratch = production
+    copy = pg_server.connect(scratch)
+    with copy.cursor() as cur:
+        cur.execute(MARKER)
+    copy.close()
+    path = with_extra(tmp_path, {"000018_unique.up.sql": UNIQUE_UP, "000018_unique.down.sql": UNIQUE_DOWN})
+    result = rehearse(db, backup, scratch, path)
+    assert not result.get("failed"), result.get("msg")
+    by_version = {item["version"]: item for item in result["rewrites"]}
+    assert by_version[17]["proven"] and not by_version[18]["proven"]
+    reason = by_version[18]["reason"]
+    assert reason.startswith("the rewritten steps end in another catalog than the file as written: ")
+    assert "relation public.rewrite_marker is new" in reason
+    entry = result["up"][-1]
+    assert entry["mode"] == "transaction"
+    assert entry["rewrite"] == dict(proven=False, reason=reason, steps=by_version[18]["steps"])
+    # The copy went back to the file as written (its down file, then the file again): the rest is rehearsed on it.
+    assert entry["ok"] and result["up_ok"] and result["down_ok"]
+    line = next(text for text in result["lines"] if text.startswith("000018"))
+    assert "runs as written: the rewritten steps end in another catalog" in line
+
+    applied = migrate(db, path, rewrites=proven(result))
+    assert not applied.get("failed"), applied.get("msg")
+    assert [(e["version"], e["mode"]) for e in applied["applied"]] == [(16, "online"), (17, "rewritten"),
+                                                                       (18, "transaction")]
+
+
+def test_a_file_changed_after_the_rehearsal_runs_as_written(tmi_db, tmp_path):
+    tmi_db.migrate(15)
+    fixture.generate(tmi_db.conn, 5, seed=3)
+    rehearsed = files.file_sha256(str(fixture.MIGRATIONS_DIR / "000017_enhance_metadata.up.sql"))
+    path = with_extra(tmp_path, {})
+    up = path / "000017_enhance_metadata.up.sql"
+    up.write_text(up.read_text() + "\n-- edited after the rehearsal\n")
+    applied = migrate(tmi_db, path, rewrites=[{"version": 17, "sha256": rehearsed}])
+    assert not applied.get("failed"), applied.get("msg")
+    assert [(e["version"], e["mode"]) for e in applied["applied"]] == [(16, "online"), (17, "transaction")]
+    warnings = str(applied["warnings"])  # ansible-core 2.19 returns structured warning events
+    assert "Migration 000017 enhance_metadata changed since the rehearsal proved its rewrite" in warnings
+    assert "it runs as written" in warnings
+    assert tmi_db.query("SELECT mode FROM tmi_migration_history WHERE version = 17") == [("transaction",)]
+
+
+def test_a_failed_validation_leaves_the_version_dirty_with_the_steps_recorded_and_migrate_refuses_until_recovered(
+        tmi_db):
+    tmi_db.migrate(15)
+    fixture.generate(tmi_db.conn, 5, seed=3)
+    threat = tmi_db.scalar("SELECT id::text FROM threats LIMIT 1")
+    tmi_db.query("INSERT INTO metadata (entity_type, entity_id, key, value) VALUES ('threat', %s, 'bad key!', 'x')",
+                 (threat,))
+    rewrites = [{"version": 17, "sha256": files.file_sha256(str(fixture.MIGRATIONS_DIR /
+                                                                "000017_enhance_metadata.up.sql"))}]
+    failed = migrate(tmi_db, rewrites=rewrites)
+    assert failed["failed"] and (failed["version_after"], failed["dirty"]) == (17, True)
+    assert "step 3 (ALTER TABLE metadata VALIDATE CONSTRAINT metadata_key_format_check) failed: check constraint " \
+           "\"metadata_key_format_check\" of relation \"metadata\" is violated by some row [SQLSTATE 23514]" \
+           in failed["msg"]
+    assert "Steps 1, 2 committed" in failed["msg"] and "steps 4, 5, 6, 7, 8, 9 did not run" in failed["msg"]
+    interrupted = failed["interrupted_rewrite"]
+    assert interrupted["committed"] == [1, 2] and interrupted["failed"] == [3]
+    assert interrupted["mode"] == "rewrite-interrupted"
+
+    # A dirty version from a failed file as written says nothing of steps; this one names them, and refuses to move.
+    status = migrate(tmi_db, operation="status")
+    assert status["interrupted_rewrite"] == interrupted
+    catalog_before = catalog(tmi_db)
+    again = migrate(tmi_db, rewrites=rewrites)
+    assert again["failed"] and again["msg"].startswith(
+        "The database is dirty at version 17 because migration 000017 enhance_metadata ran rewritten for online use "
+        "and did not finish: steps 1, 2 committed, step 3 failed")
+    assert "run playbooks/rollback.yml" in again["msg"] and "operation=force with target_version=17" in again["msg"]
+    assert catalog(tmi_db) == catalog_before and tmi_db.query("SELECT version, dirty FROM schema_migrations") == [
+        (17, True)]
+
+    # The recovery the rollback role runs: record 17, then its down file.
+    assert not migrate(tmi_db, operation="force", target_version="17").get("failed")
+    down = migrate(tmi_db, target_version="15", allow_down=True)
+    assert not down.get("failed"), down.get("msg")
+    assert tmi_db.query("SELECT version, dirty FROM schema_migrations") == [(15, False)]
+    assert tmi_db.scalar("SELECT count(*) FROM metadata WHERE key = 'bad key!'") == 1
+
+
+def test_a_lock_timeout_in_a_later_step_retries_that_step_only(tmi_db, tmp_path):
+    """The deferred index build on sources waits behind a session holding sources; the file's step (on threats)
+    committed once and is not run again while the build retries."""
+    tmi_db.migrate(17)
+    fixture.generate(tmi_db.conn, 5, seed=3)
+    up = "ALTER TABLE threats ADD COLUMN review_note TEXT;\nCREATE INDEX sources_url_idx ON sources (url);\n"
+    path = with_extra(tmp_path, {"000018_two_tables.up.sql": up,
+                                 "000018_two_tables.down.sql": "DROP INDEX IF EXISTS sources_url_idx;\n"
+                                                               "ALTER TABLE threats DROP COLUMN review_note;\n"})
+    blocker = tmi_db.server.connect(tmi_db.name, autocommit=False)
+    with blocker.cursor() as cur:
+        cur.execute("LOCK TABLE sources IN SHARE UPDATE EXCLUSIVE MODE")
+    sha = files.file_sha256(str(path / "000018_two_tables.up.sql"))
+    run = start_module("pg_migrate", {"path": str(path), **tmi_db.module_args(), "lock_timeout": "200ms",
+                                      "lock_retries": 6, "lock_retry_delay": 0.3,
+                                      "rewrites": [{"version": 18, "sha256": sha}]})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not tmi_db.query(
+            "SELECT 1 FROM information_schema.columns WHERE table_name = 'threats' AND column_name = 'review_note'"):
+        time.sleep(0.05)
+    time.sleep(0.5)  # the build waits behind the blocker and times out at least once
+    blocker.rollback()
+    blocker.close()
+    result = run.result()
+    assert not result.get("failed"), result.get("msg")
+    steps = result["applied"][0]["steps"]
+    assert [(s["kind"], s["status"]) for s in steps] == [("file", "committed"), ("build_index", "committed")]
+    assert steps[0]["attempts"] == 1 and steps[1]["attempts"] > 1
+    assert tmi_db.query("SELECT version, dirty FROM schema_migrations") == [(18, False)]
+    assert tmi_db.scalar("SELECT indisvalid FROM pg_index WHERE indexrelid = 'sources_url_idx'::regclass") is True
