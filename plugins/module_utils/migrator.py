@@ -69,7 +69,7 @@ FILE_OPTIONS = dict(
 DEFAULTS = dict(operation="migrate", allow_down=False, state_table=bookkeeping.STATE_TABLE, state_schema=None,
                 history_table=bookkeeping.HISTORY_TABLE, run_lock_table=bookkeeping.RUN_LOCK_TABLE,
                 lock_wait_timeout=60, lock_timeout="5s", statement_timeout="0", lock_retries=5, lock_retry_delay=2,
-                online_index_builds=False, lock_queue_timeout=1.0, rewrites=[])
+                online_index_builds=False, lock_queue_timeout=1.0, rewrites=[], recover_rewrite=False)
 # History modes of a rewritten file: its first step committed and the others running, or stopped by a failure.
 REWRITING, INTERRUPTED, REWRITTEN = "rewriting", "rewrite-interrupted", "rewritten"
 
@@ -314,9 +314,15 @@ class Migrator(object):
                       % (migration.version, migration.title, declined))
             return None
 
-    def _run_step(self, step):
-        """One step of a rewritten file: a batch in one implicit transaction, or a CONCURRENTLY statement."""
+    def _run_step(self, step, then=None):
+        """One step of a rewritten file: a batch in one implicit transaction, or a CONCURRENTLY statement.
+
+        ``then`` (SQL text) runs after it - in the same batch, so in the same transaction, when the step is one - and
+        its rows are returned."""
+        if then is not None and step["transaction"]:
+            return self.execute(step["sql"] + "\n;\n" + then)
         self._run_file(step["sql"], "transaction" if step["transaction"] else "autocommit")
+        return self.execute(then) if then is not None else None
 
     def edited_files(self, migrations, current):
         if not self.history or not self.table_exists(self.history):
@@ -415,6 +421,45 @@ class Migrator(object):
             "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relname = %s AND n.nspname = %s",
             (name, schema or self.schema))
         return None if not rows else ("valid" if rows[0][0] else "invalid")
+
+    def _index_owner(self, schema, name):
+        """(valid, attached) of an index - attached when a constraint uses it - or None when there is none."""
+        rows = self.execute(
+            "SELECT i.indisvalid, EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = c.oid) FROM pg_class c "
+            "JOIN pg_index i ON i.indexrelid = c.oid JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relname = %s AND n.nspname = %s", (name, schema or self.schema))
+        return None if not rows else (bool(rows[0][0]), bool(rows[0][1]))
+
+    def clean_rewrite(self, steps):
+        """Remove what the unfinished steps of a rewritten file left that its down file does not know (``leftovers``),
+        under the session's lock_timeout: ([what was dropped], [what could not be, with why])."""
+        dropped, problems = [], []
+        self._session_timeouts()
+        try:
+            for item in leftovers(steps):
+                try:
+                    if item["kind"] == "index":
+                        state = self._index_owner(item["schema"], item["name"])
+                        if state is None or state[1] or (state[0] and item["only_invalid"]):
+                            continue  # gone, owned by a constraint that committed, or a valid index not ours
+                        self._drop_index(item["schema"], item["name"])
+                        dropped.append("the %s index %s" % ("valid" if state[0] else "INVALID", item["name"]))
+                    else:
+                        self.execute(item["sql"])
+                        dropped.append("the helper CHECK %s" % item["name"])
+                except psycopg2.Error as error:
+                    what = "the %s %s" % ("index" if item["kind"] == "index" else "helper CHECK", item["name"])
+                    if error.pgcode == LOCK_NOT_AVAILABLE:
+                        problems.append("%s could not be dropped: its lock was not granted within lock_timeout "
+                                        "%s (a long transaction holds the table); the recovery drops it - "
+                                        "playbooks/rollback.yml, or pg_migrate operation=force with "
+                                        "recover_rewrite" % (what, self.options["lock_timeout"]))
+                    else:
+                        problems.append("%s could not be dropped (%s [SQLSTATE %s])"
+                                        % (what, server_reason(error), error.pgcode))
+        finally:
+            self._reset_timeouts()
+        return dropped, problems
 
     def _drop_index(self, schema, name):
         self.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}.{}").format(
@@ -546,11 +591,48 @@ class Migrator(object):
 
     def _force(self, target, result, check_mode):
         result["changed"] = (result["version_before"], result["dirty"]) != (target, False)
+        if self.options["recover_rewrite"] and result["changed"]:
+            return self._recover_rewrite(target, result, check_mode)
         result.update(version_after=target, dirty=False)
         if result["changed"] and not check_mode:
             self.acquire_lock(self.options["lock_wait_timeout"])
             self.ensure_state_table()
             self.set_version(target, False)
+
+    def _recover_rewrite(self, target, result, check_mode):
+        """force with recover_rewrite: only from an interrupted rewrite at ``target``, whose leftovers the down file
+        does not know are dropped first (``clean_rewrite``); refused, the dirty flag as it was, when they cannot be."""
+        if not check_mode:
+            self.acquire_lock(self.options["lock_wait_timeout"])
+            before, dirty = self.read_state()
+            result.update(version_before=before, version_after=before, dirty=dirty)
+        before, dirty = result["version_before"], result["dirty"]
+        interrupted = self.interrupted_rewrite(before) if dirty else None
+        if not dirty or before != target or not interrupted:
+            raise Refused("recover_rewrite records version %d only when the database is dirty at it because a "
+                          "rewritten file stopped between its steps, and it is %s at version %d%s. Nothing was "
+                          "changed. Check the state with operation=status; force without recover_rewrite records a "
+                          "version as it is."
+                          % (target, "dirty" if dirty else "clean", before,
+                             "" if not dirty or interrupted else " with no interrupted rewrite in the history table"),
+                          **dict(result, changed=False))
+        result["interrupted_rewrite"] = interrupted
+        result["recovered"] = [item["name"] for item in leftovers(interrupted["steps"])]
+        if check_mode:
+            result.update(version_after=target, dirty=False)
+            return
+        dropped, problems = self.clean_rewrite(interrupted["steps"])
+        result["recovered"] = dropped
+        if problems:
+            raise Refused("The leftovers of migration %06d %s, rewritten and interrupted, were not all dropped: %s. "
+                          "The version stays %d, dirty, so that the recovery runs again; its down file would not "
+                          "remove them. Retry when the blocking session is gone (see pg_stat_activity)%s."
+                          % (target, interrupted["title"], "; ".join(problems), target,
+                             ("; dropped meanwhile: %s" % ", ".join(dropped)) if dropped else ""),
+                          **dict(result, changed=bool(dropped)))
+        self.ensure_state_table()
+        self.set_version(target, False)
+        result.update(version_after=target, dirty=False)
 
     def _migrate(self, migrations, target, steps, result, check_mode):
         before, dirty = result["version_before"], result["dirty"]
@@ -639,6 +721,9 @@ class RewrittenFile(object):
         started = time.monotonic()
         attempts = 1
         engine.lock_waits = []
+        if engine.history:
+            engine.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS steps text").format(
+                engine._ident(engine.history)))
         for index, step in enumerate(self.steps):
             attempt = 0
             step_started = time.monotonic()
@@ -646,32 +731,52 @@ class RewrittenFile(object):
                 attempt += 1
                 if index == 0:
                     engine.set_version(version_after, True)
-                self._drop_invalid(step)  # the leftover of an earlier failed or killed build of the same index
+                    if not step["transaction"]:
+                        # A first step outside a transaction (a file whose own transaction is empty) leaves an index
+                        # even when the runner is killed in it: the row says so before it starts.
+                        self._record(REWRITING, started)
                 engine._session_timeouts()
                 window = None
                 try:
+                    self._drop_invalid(step)  # the leftover of an earlier failed or killed build of the same index
+                    # The history row is written in step 1's transaction: it exists exactly when step 1 committed.
                     # Each step is one transaction or one CONCURRENTLY build: a cancel leaves nothing of it (an
-                    # INVALID index at most, dropped here), so the watchdog may cancel either.
-                    with engine._watched(attempt, index=index) as window:
-                        engine._run_step(step)
+                    # INVALID index at most, dropped below), so the watchdog may cancel either.
+                    with engine._watched(attempt, index=step["step"]) as window:
+                        rows = engine._run_step(step, self._insert(REWRITING if len(self.steps) > 1 else REWRITTEN,
+                                                                   started, "committed")
+                                                if index == 0 and step["transaction"] and engine.history else None)
+                    if rows:
+                        self.row = rows[0][0]
                     break
                 except psycopg2.Error as error:
-                    engine._reset_timeouts()
-                    left = self._drop_invalid(step)
                     retryable = error.pgcode == LOCK_NOT_AVAILABLE or watchdog.cancelled(window, error)
-                    if index == 0 and (retryable or not step["transaction"]):
-                        engine.set_version(version_before, False)  # nothing of the file remains
+                    step.update(status="failed", error=step_error(error), attempts=attempt)
+                    if index == 0:
+                        # Under lock_timeout still: a cleanup waiting behind the transaction that made the step fail
+                        # would queue every query of the application behind it.
+                        left = self._drop_invalid_quietly(step)
+                        engine._reset_timeouts()
+                        clean = retryable or not step["transaction"]
+                        if clean:
+                            engine.set_version(version_before, False)  # nothing of the file remains
+                            self._unrecord()
+                        if retryable and attempt <= retries:
+                            step.update(status="pending", error=None)
+                            time.sleep(delay * (2 ** (attempt - 1)))
+                            continue
+                        raise MigrationFailed(self._first_failed(error, attempt, version_before, version_after, clean,
+                                                                 left), engine.lock_waits) from error
                     if retryable and attempt <= retries:
+                        self._drop_invalid_quietly(step)
+                        engine._reset_timeouts()
+                        step.update(status="pending", error=None)
                         time.sleep(delay * (2 ** (attempt - 1)))
                         continue
-                    step.update(status="failed", error="%s [SQLSTATE %s]" % (server_reason(error), error.pgcode),
-                                attempts=attempt)
-                    if index == 0:
-                        raise MigrationFailed(self._first_failed(error, attempt, version_before, version_after,
-                                                                 retryable or not step["transaction"]),
-                                              engine.lock_waits) from error
                     self._record(INTERRUPTED, started)
-                    raise MigrationFailed(self._interrupted(step, left, version_after), engine.lock_waits) from error
+                    dropped, problems = engine.clean_rewrite(self.steps)  # under lock_timeout; resets it after
+                    raise MigrationFailed(self._interrupted(step, error, dropped, problems, version_after),
+                                          engine.lock_waits) from error
             engine._reset_timeouts()
             attempts = max(attempts, attempt)
             step.update(status="committed", attempts=attempt, duration=round(time.monotonic() - step_started, 3))
@@ -684,74 +789,115 @@ class RewrittenFile(object):
                     lock_wait_summary=watchdog.describe(engine.lock_waits))
 
     def _drop_invalid(self, step):
-        """A failed CONCURRENTLY build leaves an INVALID index: drop it (as the online builds do). Returns what
-        could not be cleaned up, or ''."""
-        if step["kind"] != rewrite.BUILD_INDEX:
-            return ""
+        """A failed CONCURRENTLY build leaves an INVALID index: drop it (as the online builds do)."""
+        if step["kind"] == rewrite.BUILD_INDEX and \
+                self.engine._index_state(step.get("schema"), step["index"]) == "invalid":
+            self.engine._drop_index(step.get("schema"), step["index"])
+
+    def _drop_invalid_quietly(self, step):
+        """``_drop_invalid`` after a failure: what could not be cleaned up, or ''."""
         try:
-            if self.engine._index_state(step.get("schema"), step["index"]) == "invalid":
-                self.engine._drop_index(step.get("schema"), step["index"])
+            self._drop_invalid(step)
         except psycopg2.Error as error:
+            if error.pgcode == LOCK_NOT_AVAILABLE:
+                return ("the INVALID index %s its failed build left was not dropped: its lock was not granted within "
+                        "lock_timeout; the next run of the file drops it before building, or drop it by hand (DROP "
+                        "INDEX CONCURRENTLY)" % step["index"])
             return "the INVALID index %s its failed build left could not be dropped (%s)" % (
                 step["index"], server_reason(error))
         return ""
+
+    def _insert(self, mode, started, status=None):
+        """The INSERT of this file's history row (RETURNING its id), as SQL text; ``status``: the first step's, as it
+        will be once the statement commits."""
+        engine = self.engine
+        steps = [dict(step, status=status) if status and number == 0 else step
+                 for number, step in enumerate(self.steps)]
+        with engine.conn.cursor() as cur:
+            return to_native(cur.mogrify(sql.SQL(
+                "INSERT INTO {} (version, title, direction, sha256, duration_ms, mode, steps) "
+                "VALUES (%s, %s, 'up', %s, %s, %s, %s) RETURNING id").format(engine._ident(engine.history)),
+                (self.migration.version, self.migration.title, files.file_sha256(self.path),
+                 int((time.monotonic() - started) * 1000), mode, json.dumps(steps))))
 
     def _record(self, mode, started):
         engine = self.engine
         if not engine.history:
             return
-        steps = json.dumps(self.steps)
-        duration = int((time.monotonic() - started) * 1000)
         if self.row is None:
-            engine.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS steps text").format(
-                engine._ident(engine.history)))
-            self.row = engine.execute(sql.SQL(
-                "INSERT INTO {} (version, title, direction, sha256, duration_ms, mode, steps) "
-                "VALUES (%s, %s, 'up', %s, %s, %s, %s) RETURNING id").format(engine._ident(engine.history)),
-                (self.migration.version, self.migration.title, files.file_sha256(self.path), duration, mode,
-                 steps))[0][0]
+            self.row = engine.execute(self._insert(mode, started))[0][0]
         else:
             engine.execute(sql.SQL("UPDATE {} SET mode = %s, steps = %s, duration_ms = %s WHERE id = %s").format(
-                engine._ident(engine.history)), (mode, steps, duration, self.row))
+                engine._ident(engine.history)), (mode, json.dumps(self.steps),
+                                                 int((time.monotonic() - started) * 1000), self.row))
 
-    def _first_failed(self, error, attempts, version_before, version_after, clean):
+    def _unrecord(self):
+        """The first step left nothing: neither does its history row."""
+        if self.row is not None:
+            self.engine.execute(sql.SQL("DELETE FROM {} WHERE id = %s").format(
+                self.engine._ident(self.engine.history)), (self.row,))
+            self.row = None
+
+    def _first_failed(self, error, attempts, version_before, version_after, clean, left):
         step = self.steps[0]
-        return ("%s The file ran rewritten for online use (proven in the rehearsal); its first step failed: %s."
+        text = ("%s The file ran rewritten for online use (proven in the rehearsal); its first step failed: %s."
                 % (self.engine._failure_message(self.migration, "up", self.path, step["sql"], error, attempts, clean,
                                                 version_before, version_after, "transaction"), step["description"]))
+        return text + (" Note: %s." % left if left else "")
 
-    def _interrupted(self, failed, left, version):
+    def _interrupted(self, failed, error, dropped, problems, version):
         committed = [s for s in self.steps if s["status"] == "committed"]
         pending = [s for s in self.steps if s["status"] == "pending"]
         text = ("Migration %d %s (up) ran rewritten for online use (proven in the rehearsal) and stopped between its "
-                "steps: step %d (%s) failed: %s. Steps %s committed (%s); %s. The database is marked dirty at "
-                "version %d and the history table records the interrupted rewrite." % (
-                    self.migration.version, self.migration.title, failed["step"], failed["sql"], failed["error"],
+                "steps: step %d (%s) failed: %s [SQLSTATE %s]. Steps %s committed (%s); %s. The database is marked "
+                "dirty at version %d and the history table records the interrupted rewrite." % (
+                    self.migration.version, self.migration.title, failed["step"], failed["sql"],
+                    server_reason(error), error.pgcode,
                     ", ".join(str(s["step"]) for s in committed), "; ".join(s["description"] for s in committed),
                     ("steps %s did not run" % ", ".join(str(s["step"]) for s in pending)) if pending
                     else "no step is left after it", version))
-        dropped, problems = self._drop_helpers()
         if dropped:
-            text += " The helper CHECK%s %s of an unfinished SET NOT NULL %s dropped, so that the down file finds " \
-                    "only what it knows." % ("s" if len(dropped) > 1 else "", ", ".join(dropped),
-                                             "were" if len(dropped) > 1 else "was")
-        problems += [left] if left else []
+            text += (" Dropped what the unfinished steps left and the down file does not remove: %s."
+                     % ", ".join(dropped))
         if problems:
-            text += " Note: %s; drop it by hand." % "; ".join(problems)
+            text += " Not cleaned up: %s." % "; ".join(problems)
         return text + " " + recovery_text(version, self.steps)
 
-    def _drop_helpers(self):
-        """Drop the helper CHECKs of the SET NOT NULL steps that did not finish: ([names], [problems])."""
-        dropped, problems = [], []
-        for step in self.steps:
-            if step["kind"] == rewrite.DROP_HELPER and step["status"] != "committed":
-                try:
-                    self.engine.execute(step["sql"].replace(" DROP CONSTRAINT ", " DROP CONSTRAINT IF EXISTS ", 1))
-                    dropped.append(step["object"])
-                except psycopg2.Error as error:
-                    problems.append("the helper CHECK %s could not be dropped (%s)"
-                                    % (step["object"], server_reason(error)))
-        return dropped, problems
+
+def leftovers(steps):
+    """What the unfinished steps of a rewritten file (``steps`` with their status, as the history row holds them)
+    leave that its down file does not remove, in order; each a dict with ``kind``:
+
+    * ``index`` (``schema``, ``name``, ``only_invalid``): the index of a unique build whose attach did not commit -
+      the down file drops the constraint, which does not exist, not the index; the caller skips it when a constraint
+      owns it (the attach committed but was not recorded). A plain index build that did not commit, or a failed
+      build: only its INVALID leftover (a valid index of that name is a committed build, which the down file drops,
+      or was there before).
+    * ``helper`` (``sql``, ``name``): the helper CHECK of a SET NOT NULL whose helper was not dropped; the down file
+      does not know it (``DROP CONSTRAINT IF EXISTS``)."""
+    attached = dict((step["object"], step.get("status") == "committed")
+                    for step in steps if step["kind"] == rewrite.ATTACH)
+    found = []
+    for step in steps:
+        status = step.get("status")
+        if step["kind"] == rewrite.BUILD_INDEX:
+            name = step.get("index") or step["object"]
+            if name in attached and not attached[name] and status != "failed":
+                found.append(dict(kind="index", schema=step.get("schema"), name=name, only_invalid=False))
+            elif status != "committed":
+                found.append(dict(kind="index", schema=step.get("schema"), name=name, only_invalid=True))
+        elif step["kind"] == rewrite.DROP_HELPER and status != "committed":
+            found.append(dict(kind="helper", name=step["object"],
+                              sql=step["sql"].replace(" DROP CONSTRAINT ", " DROP CONSTRAINT IF EXISTS ", 1)))
+    return found
+
+
+def step_error(error):
+    """What the history row keeps of a step's error: the server's main message and SQLSTATE, never its detail
+    ("Failing row contains (...)" holds the row's values)."""
+    diag = getattr(error, "diag", None)
+    message = to_native(getattr(diag, "message_primary", None) or error).strip().splitlines()[0]
+    return "%s [SQLSTATE %s]" % (message, getattr(error, "pgcode", None))
 
 
 def by_hand(steps):

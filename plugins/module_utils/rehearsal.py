@@ -398,8 +398,11 @@ class Rehearsal(migrator.Migrator):
             raise migrator.OnlineBuildFailed(failure.error) from failure
         return 1
 
-    def _run_step(self, step):
-        """A step of a rewritten file, observed: a step in a transaction as a file is, a CONCURRENTLY one sampled."""
+    def _run_step(self, step, then=None):
+        """A step of a rewritten file, observed: a step in a transaction as a file is, a CONCURRENTLY one sampled.
+
+        ``then`` (the history row) runs after it, unobserved and in a transaction of its own: on the copy nothing
+        needs the row to commit with the step."""
         self.observed, self.failed_at = [], None
         try:
             super(Rehearsal, self)._run_step(step)
@@ -408,6 +411,7 @@ class Rehearsal(migrator.Migrator):
                 item["step"] = step["step"]
             self.step_observed.extend(self.observed)
             self.observed = []
+        return self.execute(then) if then is not None else None
 
     def step(self, migration, direction, after, before):
         """Apply one file observed: (its entry, None) or (its entry, the server's error)."""

@@ -98,6 +98,21 @@ options:
     elements: dict
     default: []
     version_added: 0.1.0
+  recover_rewrite:
+    description:
+      - With O(operation=force), recover a rewritten file that stopped between its steps (RV(interrupted_rewrite)). It
+        first drops what its unfinished steps left that its down file does not remove - the unique index of a
+        C(CREATE UNIQUE INDEX CONCURRENTLY) whose C(ADD CONSTRAINT ... USING INDEX) did not commit (the down file
+        drops the constraint, which does not exist), the INVALID index of a build that did not finish, the helper
+        CHECK of an unfinished C(SET NOT NULL) - each under O(lock_timeout), then records O(target_version) clean so
+        that its down file can run. The steps come from the history table's row, whether the run failed
+        (V(rewrite-interrupted)) or was killed (V(rewriting)).
+      - Refused, changing nothing, unless the database is dirty at O(target_version) with an interrupted rewrite
+        there; when a leftover cannot be dropped (its lock not granted within O(lock_timeout)) the version stays
+        dirty and the module fails, naming it. The rollback role uses it right before the down files run.
+    type: bool
+    default: false
+    version_added: 0.1.0
 attributes:
   check_mode:
     support: full
@@ -335,6 +350,15 @@ interrupted_rewrite:
   returned: when the version is dirty
   type: dict
   version_added: 0.1.0
+recovered:
+  description:
+    - With O(recover_rewrite), the leftovers of the interrupted rewrite that were dropped (in check mode, the names
+      of those it would look for).
+  returned: with O(recover_rewrite)
+  type: list
+  elements: str
+  sample: [the valid index metadata_entity_key_unique]
+  version_added: 0.1.0
 unrecorded_tables:
   description:
     - The tables of a schema that has no state table, when O(operation=status) or O(operation=migrate) refuses it
@@ -364,6 +388,7 @@ def main():
             allow_down=dict(type="bool", default=False),
             lock_wait_timeout=dict(type="float", default=60),
             rewrites=dict(type="list", elements="dict", default=[]),
+            recover_rewrite=dict(type="bool", default=False),
             **migrator.FILE_OPTIONS
         ),
         supports_check_mode=True,

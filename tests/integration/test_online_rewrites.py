@@ -362,8 +362,17 @@ def test_a_failed_validation_leaves_the_version_dirty_with_the_steps_recorded_an
     assert catalog(tmi_db) == catalog_before and tmi_db.query("SELECT version, dirty FROM schema_migrations") == [
         (17, True)]
 
-    # The recovery the rollback role runs: record 17, then its down file.
-    assert not migrate(tmi_db, operation="force", target_version="17").get("failed")
+    # The history row keeps the error's main message and SQLSTATE, not the server's detail with the row's values.
+    row = json.loads(tmi_db.scalar("SELECT steps FROM tmi_migration_history WHERE version = 17"))
+    assert row[2]["error"] == ("check constraint \"metadata_key_format_check\" of relation \"metadata\" is violated by "
+                               "some row [SQLSTATE 23514]")
+    assert "Failing row" not in json.dumps(row) and "bad key!" not in json.dumps(row)
+
+    # The recovery the rollback role runs: record 17 (recover_rewrite: nothing of 000017's is left here that its
+    # down file does not know), then its down file.
+    forced = migrate(tmi_db, operation="force", target_version="17", recover_rewrite=True)
+    assert not forced.get("failed"), forced.get("msg")
+    assert forced["recovered"] == []
     down = migrate(tmi_db, target_version="15", allow_down=True)
     assert not down.get("failed"), down.get("msg")
     assert tmi_db.query("SELECT version, dirty FROM schema_migrations") == [(15, False)]
@@ -400,3 +409,162 @@ def test_a_lock_timeout_in_a_later_step_retries_that_step_only(tmi_db, tmp_path)
     assert steps[0]["attempts"] == 1 and steps[1]["attempts"] > 1
     assert tmi_db.query("SELECT version, dirty FROM schema_migrations") == [(18, False)]
     assert tmi_db.scalar("SELECT indisvalid FROM pg_index WHERE indexrelid = 'sources_url_idx'::regclass") is True
+
+
+TWO_TABLES_UNIQUE_UP = """ALTER TABLE threats ADD COLUMN review_note TEXT;
+ALTER TABLE sources ADD CONSTRAINT sources_id_url_unique UNIQUE (id, url);
+"""
+TWO_TABLES_UNIQUE_DOWN = """ALTER TABLE sources DROP CONSTRAINT IF EXISTS sources_id_url_unique;
+ALTER TABLE threats DROP COLUMN IF EXISTS review_note;
+"""
+
+
+def test_a_failed_attach_leaves_its_unique_index_to_the_recovery_which_drops_it_before_the_down_file(
+        tmi_db, tmp_path):
+    """The attach of a unique index (ACCESS EXCLUSIVE) waits behind a session reading sources until the retries run
+    out. The cleanup after the failure runs under lock_timeout, so it does not queue behind that session (with no
+    lock_timeout the module would hang here, and every query on sources behind it): it says the index is left to the
+    recovery. force with recover_rewrite drops the index - the down file, which drops the constraint, would not - and
+    the down file brings the catalog back to 17."""
+    tmi_db.migrate(17)
+    fixture.generate(tmi_db.conn, 5, seed=3)
+    catalog_17 = catalog(tmi_db)
+    path = with_extra(tmp_path, {"000018_unique_source.up.sql": TWO_TABLES_UNIQUE_UP,
+                                 "000018_unique_source.down.sql": TWO_TABLES_UNIQUE_DOWN})
+    sha = files.file_sha256(str(path / "000018_unique_source.up.sql"))
+    # ACCESS SHARE, idle in a READ COMMITTED transaction (no snapshot held): the concurrent build does not wait for
+    # it, the attach and DROP INDEX CONCURRENTLY do.
+    blocker = tmi_db.server.connect(tmi_db.name, autocommit=False)
+    with blocker.cursor() as cur:
+        cur.execute("LOCK TABLE sources IN ACCESS SHARE MODE")
+    try:
+        failed = run_module("pg_migrate", {"path": str(path), **tmi_db.module_args(), "lock_timeout": "200ms",
+                                           "lock_retries": 1, "lock_retry_delay": 0.1,
+                                           "rewrites": [{"version": 18, "sha256": sha}]})
+        assert failed["failed"] and (failed["version_after"], failed["dirty"]) == (18, True)
+        message = " ".join(failed["msg"].split())
+        assert "step 3 (ALTER TABLE sources ADD CONSTRAINT sources_id_url_unique UNIQUE USING INDEX " \
+               "sources_id_url_unique) failed" in message, message
+        assert "the index sources_id_url_unique could not be dropped: its lock was not granted within lock_timeout " \
+               "200ms" in message and "the recovery drops it" in message, message
+        interrupted = failed["interrupted_rewrite"]
+        assert interrupted["committed"] == [1, 2] and interrupted["failed"] == [3]
+        assert tmi_db.scalar("SELECT count(*) FROM pg_class WHERE relname = 'sources_id_url_unique'") == 1
+
+        # The recovery cannot drop it either while the reader is there: refused, the version still dirty.
+        refused = migrate(tmi_db, path=path, operation="force", target_version="18", recover_rewrite=True,
+                          lock_timeout="200ms")
+        assert refused["failed"] and "were not all dropped" in refused["msg"]
+        assert tmi_db.query("SELECT version, dirty FROM schema_migrations") == [(18, True)]
+    finally:
+        blocker.rollback()
+        blocker.close()
+
+    forced = migrate(tmi_db, path=path, operation="force", target_version="18", recover_rewrite=True)
+    assert not forced.get("failed"), forced.get("msg")
+    assert forced["recovered"] == ["the valid index sources_id_url_unique"] or \
+        forced["recovered"] == ["the INVALID index sources_id_url_unique"]  # a failed DROP CONCURRENTLY leaves it so
+    assert tmi_db.query("SELECT version, dirty FROM schema_migrations") == [(18, False)]
+    down = migrate(tmi_db, path=path, target_version="17", allow_down=True)
+    assert not down.get("failed"), down.get("msg")
+    assert catalog(tmi_db) == catalog_17
+
+
+def test_a_runner_killed_in_a_set_not_null_leaves_a_row_and_a_helper_check_the_recovery_drops(tmi_db, tmp_path):
+    """The runner is killed while the helper CHECK's validation waits (history mode still ``rewriting``, no cleanup
+    ran): the row exists because step 1 committed with it; force with recover_rewrite drops the helper CHECK, which
+    the down file (DROP NOT NULL) does not know, and the down file brings the catalog back to 17."""
+    tmi_db.migrate(17)
+    fixture.generate(tmi_db.conn, 5, seed=3)
+    tmi_db.query("UPDATE sources SET name = coalesce(name, 'unnamed')")
+    catalog_17 = catalog(tmi_db)
+    up = "ALTER TABLE threats ADD COLUMN review_note TEXT;\nALTER TABLE sources ALTER COLUMN name SET NOT NULL;\n"
+    down = ("ALTER TABLE sources ALTER COLUMN name DROP NOT NULL;\n"
+            "ALTER TABLE threats DROP COLUMN IF EXISTS review_note;\n")
+    path = with_extra(tmp_path, {"000018_named_sources.up.sql": up, "000018_named_sources.down.sql": down})
+    sha = files.file_sha256(str(path / "000018_named_sources.up.sql"))
+    blocker = tmi_db.server.connect(tmi_db.name, autocommit=False)
+    with blocker.cursor() as cur:
+        cur.execute("LOCK TABLE sources IN SHARE UPDATE EXCLUSIVE MODE")
+    try:
+        run = start_module("pg_migrate", {"path": str(path), **tmi_db.module_args(), "lock_timeout": "60s",
+                                          "rewrites": [{"version": 18, "sha256": sha}]})
+        deadline = time.monotonic() + 60
+        waiting = []
+        while time.monotonic() < deadline and not waiting:
+            waiting = tmi_db.query("SELECT pid FROM pg_stat_activity WHERE application_name = "
+                                   "'tmi.migration.pg_migrate' AND wait_event_type = 'Lock' AND query LIKE "
+                                   "'%VALIDATE CONSTRAINT%'")
+            time.sleep(0.05)
+        assert waiting, "the validation never waited behind the blocker"
+        run.process.kill()
+        run.process.wait()
+        # The server notices a dead client only when it next talks to it: end the backend as the kill would.
+        tmi_db.query("SELECT pg_terminate_backend(%s)", (waiting[0][0],))
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert tmi_db.query("SELECT version, dirty FROM schema_migrations") == [(18, True)]
+    mode, steps = tmi_db.query("SELECT mode, steps FROM tmi_migration_history WHERE version = 18")[0]
+    assert mode == "rewriting"
+    assert [s["status"] for s in json.loads(steps)] == ["committed", "pending", "pending", "pending"]
+    helper = "sources_name_not_null_helper"
+    assert tmi_db.scalar("SELECT count(*) FROM pg_constraint WHERE conname = %s", (helper,)) == 1
+
+    status = migrate(tmi_db, path=path, operation="status")
+    assert status["interrupted_rewrite"]["mode"] == "rewriting" and status["interrupted_rewrite"]["committed"] == [1]
+    forced = migrate(tmi_db, path=path, operation="force", target_version="18", recover_rewrite=True)
+    assert not forced.get("failed"), forced.get("msg")
+    assert forced["recovered"] == [f"the helper CHECK {helper}"]
+    assert tmi_db.scalar("SELECT count(*) FROM pg_constraint WHERE conname = %s", (helper,)) == 0
+    back = migrate(tmi_db, path=path, target_version="17", allow_down=True)
+    assert not back.get("failed"), back.get("msg")
+    assert catalog(tmi_db) == catalog_17
+
+
+def test_recover_rewrite_refuses_a_dirty_state_it_cannot_explain_and_changes_nothing(tmi_db):
+    """A dirty version without an interrupted rewrite in the history table (a file as written that failed part-way):
+    recover_rewrite refuses, names the cause and the remedy, and leaves the dirty flag as it was."""
+    tmi_db.migrate(17)
+    tmi_db.query("UPDATE schema_migrations SET dirty = true")
+    catalog_before = catalog(tmi_db)
+    refused = migrate(tmi_db, operation="force", target_version="17", recover_rewrite=True)
+    assert refused["failed"] and refused["msg"].startswith(
+        "recover_rewrite records version 17 only when the database is dirty at it because a rewritten file stopped "
+        "between its steps, and it is dirty at version 17 with no interrupted rewrite in the history table. Nothing "
+        "was changed.")
+    assert "force without recover_rewrite" in refused["msg"]
+    assert tmi_db.query("SELECT version, dirty FROM schema_migrations") == [(17, True)]
+    assert catalog(tmi_db) == catalog_before
+
+
+def test_a_rollback_that_chooses_the_backup_for_an_interrupted_rewrite_leaves_the_dirty_flag_as_it_was(environment):
+    """auto decides before anything changes: here the run record says the down files failed in the rehearsal, so it
+    picks the emergency restore, whose guard refuses to discard the writes made since the backup. The interrupted
+    rewrite's version must still be dirty then - recorded clean, it would let a later migrate run on top of a file
+    whose deferred steps never ran."""
+    db = environment.db
+    threat = db.scalar("SELECT id::text FROM threats LIMIT 1")
+    db.query("INSERT INTO metadata (entity_type, entity_id, key, value) VALUES ('threat', %s, 'bad key!', 'x')",
+             (threat,))
+    sha = files.file_sha256(str(fixture.MIGRATIONS_DIR / "000017_enhance_metadata.up.sql"))
+    extra = {"tmi_rehearse": False, "validate_profile": "", "tmi_auto_rollback": False,
+             "migrate_rewrites": [{"version": 17, "sha256": sha}]}
+    failed = environment.playbook("migrate.yml", "-e", json.dumps(extra))
+    assert failed.returncode != 0
+    assert db.query("SELECT version, dirty FROM schema_migrations") == [(17, True)]
+    db.query("INSERT INTO metadata (entity_type, entity_id, key, value) SELECT 'threat', id, 'after_failure', 'kept' "
+             "FROM threats")
+    run_file = sorted((environment.tmp_path / "runs").glob("*/run.json"))[-1]
+    run = json.loads(run_file.read_text())
+    run["rehearsal"] = dict(run.get("rehearsal") or {}, rehearsed=True, up_ok=True, down_ok=False)
+    run_file.write_text(json.dumps(run))
+    catalog_before = catalog(db)
+
+    rolled = environment.playbook("rollback.yml")
+    assert rolled.returncode != 0, rolled.stdout[-4000:]
+    record = environment.records("rollback")[-1]["rollback"]
+    assert record["mode"] == "emergency" and record["succeeded"] is False, record
+    assert db.query("SELECT version, dirty FROM schema_migrations") == [(17, True)]
+    assert catalog(db) == catalog_before
+    assert db.scalar("SELECT count(*) FROM metadata WHERE key = 'after_failure'") > 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from ansible_collections.tmi.migration.plugins.module_utils import rewrite
+from ansible_collections.tmi.migration.plugins.module_utils import migrator, rewrite
 
 from tmi_testenv.fixture import MIGRATIONS_DIR
 
@@ -146,3 +146,54 @@ def test_helper_names_fit_postgres_identifiers_and_stay_stable():
     long = rewrite.helper_name("t" * 40, "c" * 40)
     assert len(long.encode()) <= 63 and long == rewrite.helper_name("t" * 40, "c" * 40)
     assert long != rewrite.helper_name("t" * 40, "c" * 39 + "d")
+
+
+def with_status(steps, **status):
+    """The steps as the history row holds them: each step's status by its number (pending when not given)."""
+    return [dict(step, status=status.get(f"s{step['step']}", "pending")) for step in steps]
+
+
+def fixture_17():
+    with open(os.path.join(MIGRATIONS_DIR, "000017_enhance_metadata.up.sql")) as handle:
+        return rewrite.plan(handle.read())
+
+
+def test_leftovers_of_a_failed_attach_include_the_valid_unique_index_its_down_file_does_not_drop():
+    steps = fixture_17()
+    assert [s["kind"] for s in steps][5:7] == ["build_index", "attach_constraint"]
+    row = with_status(steps, s1="committed", s2="committed", s3="committed", s4="committed", s5="committed",
+                      s6="committed", s7="failed")
+    found = migrator.leftovers(row)
+    assert dict(kind="index", schema=None, name="metadata_entity_key_unique", only_invalid=False) in found
+    # The later plain builds did not run: only an INVALID leftover of theirs could be there.
+    assert [(f["name"], f["only_invalid"]) for f in found if f["name"] != "metadata_entity_key_unique"] == [
+        ("idx_metadata_key", True), ("idx_metadata_cell_entity", True)]
+
+
+def test_leftovers_once_the_attach_committed_leave_the_index_to_the_down_file():
+    steps = fixture_17()
+    row = with_status(steps, **{f"s{n}": "committed" for n in range(1, 8)})
+    assert [f["name"] for f in migrator.leftovers(row)] == ["idx_metadata_key", "idx_metadata_cell_entity"]
+    everything = with_status(steps, **{f"s{n}": "committed" for n in range(1, 10)})
+    assert migrator.leftovers(everything) == []
+
+
+def test_leftovers_of_a_failed_unique_build_are_only_its_invalid_index():
+    # A build failing on duplicates leaves an INVALID index; one failing because the name exists must not drop that.
+    row = with_status(fixture_17(), s1="committed", s2="committed", s3="committed", s4="committed", s5="committed",
+                      s6="failed")
+    assert dict(kind="index", schema=None, name="metadata_entity_key_unique", only_invalid=True) in \
+        migrator.leftovers(row)
+
+
+def test_leftovers_of_a_killed_set_not_null_include_its_helper_check_whatever_step_was_running():
+    steps = rewrite.plan("ALTER TABLE t ALTER COLUMN x SET NOT NULL;")
+    assert [s["kind"] for s in steps] == ["file", "validate", "set_not_null", "drop_helper"]
+    helper = rewrite.helper_name("t", "x")
+    for status in (dict(s1="committed"), dict(s1="committed", s2="committed"),
+                   dict(s1="committed", s2="failed"), dict(s1="committed", s2="committed", s3="committed")):
+        found = migrator.leftovers(with_status(steps, **status))
+        assert found == [dict(kind="helper", name=helper,
+                              sql=f"ALTER TABLE t DROP CONSTRAINT IF EXISTS {helper}")], status
+    done = with_status(steps, s1="committed", s2="committed", s3="committed", s4="committed")
+    assert migrator.leftovers(done) == []
