@@ -1,7 +1,7 @@
 """Benchmark: what users see at the application while migrate.yml takes the database from 15 to 17.
 
     .venv/bin/python benchmarks/application.py [--scale 100000] [--rate 20] [--pgbench-rate 50]
-        [--pgbench-clients 4] [--timeout 60] [--ways runbook,collection] [--out DIR]
+        [--pgbench-clients 4] [--timeout 60] [--app-hosts 2] [--ways runbook,collection] [--out DIR]
 
     .venv/bin/python benchmarks/application.py --scale 100000   # one million threats (4.42M rows): issue 17's figure
     .venv/bin/python benchmarks/application.py --scale 23000    # about one million rows (230,000 threats)
@@ -13,7 +13,13 @@ defaults and the TMI stand-in started on its pre-migration config, as orchestrat
 the whole migrate.yml runs 15 -> 17 while, from WARMUP seconds before it starts to SETTLE seconds
 after it ends:
 
-* HTTP clients call the stand-in at --rate requests/s per endpoint, on a fixed schedule (a
+* the application is --app-hosts stand-ins (default 2) on their own ports, one deployment: one
+  config file, one maintenance switch, each an inventory host of group tmi_app with its own URL
+  and service commands, so migrate.yml restarts them one at a time. The clients reach them as
+  through a load balancer: request n goes to host n mod N, and a refused connection (a host
+  restarting) is tried on the next host, as nginx's ``proxy_next_upstream error`` does; a
+  request that got no answer is not retried. With --app-hosts 1 every restart is a gap users see;
+* HTTP clients call the application at --rate requests/s per endpoint, on a fixed schedule (a
   request that cannot start on time still counts from its scheduled start, so a stall is counted
   in full): GET a threat model's threats, POST a threat, PUT a threat's metadata key. Each
   request's outcome: a successful answer (2xx), 503 because of maintenance mode, another 5xx (the
@@ -59,6 +65,8 @@ from benchlib import (
     table,
 )
 
+from tmi_testenv import standin
+
 # Extra variables per way. Variables a clone does not know yet are ignored by ansible-playbook.
 WAYS = {
     "runbook": ["-e", "tmi_maintenance=always", "-e", "tmi_online_rewrites=false",
@@ -87,10 +95,11 @@ class Request:
 
 
 class HttpLoad:
-    """Clients calling the stand-in at a fixed rate per endpoint, each request on its own connection."""
+    """Clients calling the application hosts (``apps``) at a fixed rate per endpoint, each request on its own
+    connection, spread over the hosts as a load balancer would."""
 
-    def __init__(self, app, ids: list[tuple[str, str]], rate: float, timeout: float):
-        self.app, self.ids, self.rate, self.timeout = app, ids, rate, timeout
+    def __init__(self, apps: list, ids: list[tuple[str, str]], rate: float, timeout: float):
+        self.apps, self.ids, self.rate, self.timeout = apps, ids, rate, timeout
         self.requests: list[Request] = []
         self._stop = threading.Event()
         self._pools = {name: ThreadPoolExecutor(MAX_IN_FLIGHT, thread_name_prefix=name) for name in ENDPOINTS}
@@ -136,23 +145,32 @@ class HttpLoad:
 
     def _call(self, name: str, n: int, scheduled: float) -> None:
         method, path, body = self._request(name, n)
-        status, outcome = 0, "ok"
-        conn = http.client.HTTPConnection("127.0.0.1", self.app.port, timeout=self.timeout)
+        status, outcome = 0, "refused"
+        # The load balancer: host n mod N first, the next ones only when a host refuses the connection (nothing
+        # reached it, so any request may go elsewhere).
+        for turn in range(len(self.apps)):
+            app = self.apps[(n + turn) % len(self.apps)]
+            status, outcome = self._send(app, method, path, body)
+            if outcome != "refused":
+                break
+        self.requests.append(Request(name, scheduled, time.time(), outcome, status))
+
+    def _send(self, app, method: str, path: str, body: dict | None) -> tuple[int, str]:
+        conn = http.client.HTTPConnection("127.0.0.1", app.port, timeout=self.timeout)
         try:
-            headers = {"Authorization": f"Bearer {self.app.token}", "Content-Type": "application/json"}
+            headers = {"Authorization": f"Bearer {app.token}", "Content-Type": "application/json"}
             conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
             response = conn.getresponse()
             status, data = response.status, response.read()
-            outcome = classify(status, data)
+            return status, classify(status, data)
         except ConnectionRefusedError:
-            outcome = "refused"
+            return 0, "refused"
         except TimeoutError:
-            outcome = "timeout"
+            return 0, "timeout"
         except (ConnectionError, http.client.HTTPException, OSError):
-            outcome = "reset"  # the application went away while answering (a restart)
+            return 0, "reset"  # the application went away while answering (a restart)
         finally:
             conn.close()
-        self.requests.append(Request(name, scheduled, time.time(), outcome, status))
 
 
 def classify(status: int, body: bytes) -> str:
@@ -203,15 +221,42 @@ def window_figures(run: dict, start: float, end: float) -> dict:
             "pgbench": pgbench_figures(run["transactions"], start, end)}
 
 
+def app_hosts(bench: Bench, count: int) -> list:
+    """The application: bench.app (started afresh on the pre-migration config) and count - 1 more stand-ins on
+    its config file, token and maintenance flag, each (re)started; app1..appN in that order."""
+    bench.start_app("tmi")
+    hosts = [bench.app]
+    for number in range(2, count + 1):
+        other = standin.StandIn(bench.work / f"app{number}")
+        other.config, other.maintenance_file = bench.app.config, bench.app.state_dir / "maintenance"
+        other.token_file.write_text(bench.app.token)
+        other.token = bench.app.token
+        other.stop()  # left running by the previous way: start it on the config just written
+        hosts.append(other.start())
+    return hosts
+
+
+def app_inventory(bench: Bench, hosts: list) -> list[str]:
+    """ansible-playbook arguments adding the hosts to group tmi_app, each with its URL and service commands."""
+    inventory = {f"app{number}": {"tmi_app_url": app.url,
+                                  "tmi_app_service_commands": {action: f"{app.env()['TMI_APP_CTL']} {action}"
+                                                               for action in ("start", "stop", "restart")}}
+                 for number, app in enumerate(hosts, start=1)}
+    path = bench.work / "app_hosts.yml"
+    path.write_text(json.dumps({"tmi_app": {"hosts": inventory}}))  # JSON is YAML
+    return ["-i", str(path), "-e", json.dumps({"app_config_hosts": list(inventory)})]
+
+
 def run_way(bench: Bench, args, way: str, ids: list[tuple[str, str]]) -> dict:
     """migrate.yml 15 -> 17 on a fresh copy with the application running, under both loads."""
     bench.clone("tmi_source", "tmi")
     bench.reset_redis()
-    bench.start_app("tmi")
+    hosts = app_hosts(bench, args.app_hosts)
     bench.app.request("POST", "/admin/maintenance/disable")  # a run that failed earlier may have left it on
-    extra = [*WAYS[way], "-e", f"tmi_run_id=application-{way}", "-e", json.dumps({"tmi_allow_changes": PGBENCH_WRITES})]
+    extra = [*WAYS[way], *app_inventory(bench, hosts), "-e", f"tmi_run_id=application-{way}",
+             "-e", json.dumps({"tmi_allow_changes": PGBENCH_WRITES})]
     pgbench = Pgbench(bench, "tmi", bench.work / f"pgbench-{way}", args.pgbench_rate, args.pgbench_clients).start()
-    clients = HttpLoad(bench.app, ids, args.rate, args.timeout).start()
+    clients = HttpLoad(hosts, ids, args.rate, args.timeout).start()
     try:
         time.sleep(WARMUP)
         started = time.time()
@@ -221,6 +266,8 @@ def run_way(bench: Bench, args, way: str, ids: list[tuple[str, str]]) -> dict:
     finally:
         requests = clients.stop()
         done = pgbench.stop()
+        for other in hosts[1:]:
+            other.stop()
     record = bench.last_run_record()
     if record.get("failed") or record.get("migration", {}).get("version_after") != 17:
         raise SystemExit(f"{way}: migrate.yml did not bring the database to 17: {record.get('error')}")
@@ -250,8 +297,12 @@ def main() -> int:
     p.add_argument("--timeout", type=float, default=60,
                    help=f"seconds an HTTP client waits for an answer (default 60; the stand-in gives up on a "
                         f"statement after {STATEMENT_TIMEOUT_S})")
+    p.add_argument("--app-hosts", type=int, default=2,
+                   help="application hosts, restarted one at a time, reached through a load balancer (default 2)")
     p.add_argument("--ways", default=",".join(WAYS), help=f"comma-separated, of {', '.join(WAYS)} (default all)")
     args = p.parse_args()
+    if args.app_hosts < 1:
+        p.error("--app-hosts: give at least 1")
     ways = [w.strip() for w in args.ways.split(",") if w.strip()]
     if unknown := sorted(set(ways) - set(WAYS)):
         p.error(f"--ways: unknown {', '.join(unknown)}; choose among {', '.join(WAYS)}")
@@ -262,7 +313,8 @@ def main() -> int:
         sample = bench.sql("SELECT tm_id, threat_id FROM bench_ids ORDER BY n LIMIT 1000", "tmi_source")
         ids = [(str(tm), str(t)) for tm, t in sample]
         runs = {way: run_way(bench, args, way, ids) for way in ways}
-        result = {"threats": threats, "rate_per_endpoint": args.rate, "endpoints": list(ENDPOINTS),
+        result = {"threats": threats, "app_hosts": args.app_hosts, "rate_per_endpoint": args.rate,
+                  "endpoints": list(ENDPOINTS),
                   "client_timeout_s": args.timeout, "app_statement_timeout_s": STATEMENT_TIMEOUT_S,
                   "pgbench": {"rate": args.pgbench_rate, "clients": args.pgbench_clients},
                   "ways": {way: summarise(run) for way, run in runs.items()}}
@@ -275,7 +327,8 @@ def main() -> int:
             return timeline(plt, runs, threats)
 
         json_path, png_path = bench.save(result, plot)
-    print(f"{rows:,} rows, {threats:,} threats; HTTP {args.rate:g} req/s per endpoint "
+    print(f"{rows:,} rows, {threats:,} threats; {args.app_hosts} application host(s); "
+          f"HTTP {args.rate:g} req/s per endpoint "
           f"({', '.join(ENDPOINTS)}); pgbench {args.pgbench_clients} clients at {args.pgbench_rate} tx/s")
     print(report(result))
     print(f"target ({judged}: no stretch of {TARGET_STALL_S:g} s without a successful answer, no failed write, "

@@ -8,7 +8,9 @@ keyspace hit and miss counters mean what they would mean with TMI:
 - ``GET /health``: 200 when PostgreSQL (and Redis, when the cache is enabled) answer, else 503
   with the reason; ``GET /ready``: 200 when the schema is readable and not dirty, else 503.
 - ``POST /admin/maintenance/enable`` and ``/disable``, ``GET /admin/maintenance``: maintenance
-  mode, kept in the state directory so that it survives a restart.
+  mode, kept in a file so that it survives a restart: ``maintenance`` in the state directory, or
+  ``--maintenance-file``, which several stand-ins serving one deployment share (as TMI instances
+  behind one load balancer share one switch).
 - ``POST /admin/cache/warm``: loads the granular lists of the first 1000 threat models (by creation)
   into the cache.
 - ``GET /admin/config``: the effective configuration without secrets (tests read it).
@@ -155,9 +157,10 @@ def broken(conn, error: Exception) -> bool:
 class App:
     """The service state: configuration, connections and the maintenance flag."""
 
-    def __init__(self, config_path: Path, state_dir: Path, token: str):
+    def __init__(self, config_path: Path, state_dir: Path, token: str, maintenance_file: Path | None = None):
         self.config_path = config_path
         self.state_dir = state_dir
+        self._maintenance_file = maintenance_file or state_dir / "maintenance"
         self.token = token
         config = yaml.safe_load(config_path.read_text()) or {}
         self.database = config.get("database") or {}
@@ -220,10 +223,6 @@ class App:
         return self._redis
 
     # -- state --------------------------------------------------------------------------
-    @property
-    def _maintenance_file(self) -> Path:
-        return self.state_dir / "maintenance"
-
     def in_maintenance(self) -> bool:
         return self._maintenance_file.exists()
 
@@ -452,8 +451,8 @@ class Handler(BaseHTTPRequestHandler):
     do_PUT = _handle
 
 
-def serve(config: Path, state_dir: Path, token_file: Path, port: int) -> None:
-    app = App(config, state_dir, token_file.read_text().strip())
+def serve(config: Path, state_dir: Path, token_file: Path, port: int, maintenance_file: Path | None = None) -> None:
+    app = App(config, state_dir, token_file.read_text().strip(), maintenance_file)
     handler = type("BoundHandler", (Handler,), {"app": app})
     # The listen backlog of a real server (socketserver's default of 5 resets a burst of clients).
     server_class = type("Server", (ThreadingHTTPServer,), {"request_queue_size": 128})
@@ -487,7 +486,8 @@ def start(args: argparse.Namespace) -> int:
         return 0
     log = open(state_dir / "standin.log", "ab")
     child = subprocess.Popen([sys.executable, "-m", "tmi_testenv", "standin", "serve", "--config", args.config,
-                              "--state-dir", args.state_dir, "--token-file", args.token_file, "--port", str(args.port)],
+                              "--state-dir", args.state_dir, "--token-file", args.token_file, "--port", str(args.port),
+                              *(["--maintenance-file", args.maintenance_file] if args.maintenance_file else [])],
                              stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
     (state_dir / "pid").write_text(str(child.pid))
@@ -556,6 +556,9 @@ def add_parser(sub) -> None:
                         help="file holding the bearer token (default $TMI_APP_TOKEN_FILE)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("TMI_APP_PORT", "0") or 0),
                         help="loopback port (default $TMI_APP_PORT)")
+    parser.add_argument("--maintenance-file", default=None,
+                        help="the maintenance flag, shared by the stand-ins of one deployment "
+                             "(default: maintenance in the state directory)")
     parser.set_defaults(func=_cmd)
 
 
@@ -565,7 +568,8 @@ def _cmd(args: argparse.Namespace) -> int:
         options = ", --".join(m.replace("_", "-") for m in missing)
         sys.exit(f"tmi-standin: give --{options} (or the TMI_APP_* environment)")
     if args.action == "serve":
-        serve(Path(args.config), Path(args.state_dir), Path(args.token_file), args.port)
+        serve(Path(args.config), Path(args.state_dir), Path(args.token_file), args.port,
+              Path(args.maintenance_file) if args.maintenance_file else None)
         return 0
     return {"start": start, "stop": stop, "restart": restart, "status": status}[args.action](args)
 
@@ -594,6 +598,7 @@ class StandIn:
         self.config = self.base_dir / "etc" / "config.yaml"
         self.state_dir = self.base_dir / "state"
         self.token_file = self.base_dir / "token"
+        self.maintenance_file: Path | None = None  # another stand-in's flag, to serve one deployment with it
         self.token = "standin-" + os.urandom(12).hex()
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.token_file.touch(mode=0o600)
@@ -606,7 +611,8 @@ class StandIn:
     def _ctl_prefix(self) -> list[str]:
         """The command line up to the action: what a service manager is given (action appended)."""
         return [sys.executable, "-m", "tmi_testenv", "standin", "--config", str(self.config),
-                "--state-dir", str(self.state_dir), "--token-file", str(self.token_file), "--port", str(self.port)]
+                "--state-dir", str(self.state_dir), "--token-file", str(self.token_file), "--port", str(self.port),
+                *(["--maintenance-file", str(self.maintenance_file)] if self.maintenance_file else [])]
 
     def control_command(self, action: str) -> list[str]:
         return [*self._ctl_prefix(), action]
