@@ -43,7 +43,8 @@ Everything but /health and /ready needs ``Authorization: Bearer <token>``, the t
 content of ``--token-file``. Lifecycle: ``python -m tmi_testenv standin start|stop|restart|status``
 with a state directory holding the pid file, the log and the maintenance flag; ``start`` returns
 once the port answers (or fails with the log tail), so the app_config role's ``command`` service
-manager can drive it like systemd.
+manager can drive it like systemd. ``stop`` is graceful: the port refuses new connections at once
+and the requests under way are answered before the process exits (killed after 10 s).
 """
 
 from __future__ import annotations
@@ -457,10 +458,17 @@ def serve(config: Path, state_dir: Path, token_file: Path, port: int, maintenanc
     # The listen backlog of a real server (socketserver's default of 5 resets a burst of clients).
     server_class = type("Server", (ThreadingHTTPServer,), {"request_queue_size": 128})
     httpd = server_class(("127.0.0.1", port), handler)
-    httpd.daemon_threads = True
+    # A graceful stop, as a real server's: SIGTERM ends the accept loop, server_close() closes the listening
+    # socket (new connections are refused: a load balancer sends them to another host) and then waits for the
+    # requests under way to be answered (`stop` kills the process after 10 s).
+    httpd.daemon_threads = False
+    httpd.block_on_close = True
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=httpd.shutdown).start())
     print(f"tmi-standin pid {os.getpid()} serving 127.0.0.1:{port} with {config}", file=sys.stderr, flush=True)
-    httpd.serve_forever()
+    try:
+        httpd.serve_forever()
+    finally:
+        httpd.server_close()
 
 
 # -- lifecycle (what a service manager does) -----------------------------------------------
