@@ -743,10 +743,11 @@ class Migrator(object):
 class RewrittenFile(object):
     """A file run as its proven online-equivalent steps (``rewrite.plan``) on a Migrator's connection.
 
-    The version is dirty from before the first step until the last one committed. A lock timeout retries the step
-    that hit it, never an earlier one. Once the first step committed, the history row (mode REWRITING, then
-    REWRITTEN or INTERRUPTED) holds the steps and which committed, so that a rollback can tell "the file's
-    transaction committed, its deferred steps did not finish" from a dirty state nobody knows.
+    The version is dirty from before the first step until the last one committed. A lock timeout, or the watchdog's
+    cancel of a lock wait, retries the step that hit it, never an earlier one. Once the first step committed, the
+    history row (mode REWRITING, then REWRITTEN or INTERRUPTED) holds the steps and which committed, so that a
+    rollback can tell "the file's transaction committed, its deferred steps did not finish" from a dirty state nobody
+    knows.
     """
 
     def __init__(self, engine, migration, path, steps):
