@@ -485,25 +485,42 @@ def test_a_runner_killed_in_a_set_not_null_leaves_a_row_and_a_helper_check_the_r
             "ALTER TABLE threats DROP COLUMN IF EXISTS review_note;\n")
     path = with_extra(tmp_path, {"000018_named_sources.up.sql": up, "000018_named_sources.down.sql": down})
     sha = files.file_sha256(str(path / "000018_named_sources.up.sql"))
+    # Step 1 takes ACCESS EXCLUSIVE on sources, so a blocker there from the start would hold up step 1 itself: a
+    # reader holds sources until step 1 queues for it, the blocker's SHARE UPDATE EXCLUSIVE queues behind step 1 and
+    # is granted when step 1 commits - before the validation asks.
+    reader = tmi_db.server.connect(tmi_db.name, autocommit=False)
+    with reader.cursor() as cur:
+        cur.execute("LOCK TABLE sources IN ACCESS SHARE MODE")
     blocker = tmi_db.server.connect(tmi_db.name, autocommit=False)
-    with blocker.cursor() as cur:
-        cur.execute("LOCK TABLE sources IN SHARE UPDATE EXCLUSIVE MODE")
+
+    def waits(pattern):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            found = tmi_db.query("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
+                                 (pattern,))
+            if found:
+                return found[0][0]
+            time.sleep(0.05)
+        raise AssertionError(f"nothing waited running {pattern}")
+
     try:
         run = start_module("pg_migrate", {"path": str(path), **tmi_db.module_args(), "lock_timeout": "60s",
                                           "rewrites": [{"version": 18, "sha256": sha}]})
-        deadline = time.monotonic() + 60
-        waiting = []
-        while time.monotonic() < deadline and not waiting:
-            waiting = tmi_db.query("SELECT pid FROM pg_stat_activity WHERE application_name = "
-                                   "'tmi.migration.pg_migrate' AND wait_event_type = 'Lock' AND query LIKE "
-                                   "'%VALIDATE CONSTRAINT%'")
-            time.sleep(0.05)
-        assert waiting, "the validation never waited behind the blocker"
+        waits("ALTER TABLE threats ADD COLUMN review_note%")  # step 1, queued for sources
+        locking = threading.Thread(target=lambda: blocker.cursor().execute(
+            "LOCK TABLE sources IN SHARE UPDATE EXCLUSIVE MODE"), daemon=True)
+        locking.start()
+        waits("LOCK TABLE sources IN SHARE UPDATE EXCLUSIVE MODE")
+        reader.rollback()
+        locking.join(60)
+        waiting = waits("ALTER TABLE sources VALIDATE CONSTRAINT%")
         run.process.kill()
         run.process.wait()
         # The server notices a dead client only when it next talks to it: end the backend as the kill would.
-        tmi_db.query("SELECT pg_terminate_backend(%s)", (waiting[0][0],))
+        tmi_db.query("SELECT pg_terminate_backend(%s)", (waiting,))
     finally:
+        reader.rollback()
+        reader.close()
         blocker.rollback()
         blocker.close()
     assert tmi_db.query("SELECT version, dirty FROM schema_migrations") == [(18, True)]
