@@ -746,3 +746,31 @@ def test_a_later_step_the_watchdog_cancels_until_its_retries_run_out_says_so_and
                                         "cancelled by the watchdog"), steps[2]
     assert f"Blocked by pid {blocker.pid}" in steps[2]["error"]
     assert [w["step"] for w in result["failed_migration"]["lock_waits"]] == [3, 3, 3]
+
+
+def test_a_recovered_rewrite_finished_by_hand_is_recorded_by_a_plain_force_and_migrations_go_on(tmi_db):
+    """The other remedy of the refusal: the steps that never ran, run by hand, then force at the version."""
+    tmi_db.migrate(15)
+    fixture.generate(tmi_db.conn, 5, seed=3)
+    threat = tmi_db.scalar("SELECT id::text FROM threats LIMIT 1")
+    tmi_db.query("INSERT INTO metadata (entity_type, entity_id, key, value) VALUES ('threat', %s, 'bad key!', 'x')",
+                 (threat,))
+    rewrites = [{"version": 17, "sha256": files.file_sha256(str(fixture.MIGRATIONS_DIR /
+                                                                "000017_enhance_metadata.up.sql"))}]
+    assert migrate(tmi_db, rewrites=rewrites)["failed"]
+    forced = migrate(tmi_db, operation="force", target_version="17", recover_rewrite=True)
+    assert not forced.get("failed"), forced.get("msg")
+    refused = migrate(tmi_db, rewrites=rewrites)
+    assert refused["failed"] and refused["msg"].startswith("Version 17 is recorded clean, but migration 000017")
+    statements = refused["msg"].split("finish the file by hand - ", 1)[1].split(" - then run operation=force")[0]
+    tmi_db.query("DELETE FROM metadata WHERE key = 'bad key!'")
+    for statement in statements.split("; "):
+        tmi_db.query(statement)
+    finished = migrate(tmi_db, operation="force", target_version="17")
+    assert not finished.get("failed") and finished["changed"], finished.get("msg")
+    assert tmi_db.query("SELECT mode FROM tmi_migration_history WHERE version = 17") == [("rewrite-finished-by-hand",)]
+    assert tmi_db.scalar("SELECT count(*) FROM pg_constraint WHERE conrelid = 'metadata'::regclass "
+                         "AND NOT convalidated") == 0
+    again = migrate(tmi_db, rewrites=rewrites)
+    assert not again.get("failed"), again.get("msg")
+    assert tmi_db.query("SELECT version, dirty FROM schema_migrations") == [(17, False)]
