@@ -72,6 +72,12 @@ DEFAULTS = dict(operation="migrate", allow_down=False, state_table=bookkeeping.S
                 online_index_builds=False, lock_queue_timeout=1.0, rewrites=[], recover_rewrite=False)
 # History modes of a rewritten file: its first step committed and the others running, or stopped by a failure.
 REWRITING, INTERRUPTED, REWRITTEN = "rewriting", "rewrite-interrupted", "rewritten"
+# An interrupted rewrite recorded clean by recover_rewrite so that its down file can run, until it has (its history
+# row then follows); set to FINISHED_BY_HAND by a plain force at its version, after its steps were run by hand.
+RECOVERED, FINISHED_BY_HAND = "rewrite-recovered", "rewrite-finished-by-hand"
+# The columns of a rewritten file's history row that rewrite_row reads (``steps`` through to_jsonb: an older history
+# table has no such column).
+REWRITE_ROW = "version, title, mode, to_jsonb(h) ->> 'steps', applied_at::text, id"
 
 
 class Refused(Exception):
@@ -163,8 +169,10 @@ class Migrator(object):
         self.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (version bigint not null primary key, "
                              "dirty boolean not null)").format(self._ident(self.table)))
 
-    def set_version(self, version, dirty):
-        """golang-migrate's SetVersion: TRUNCATE and INSERT in one transaction; nil + dirty is stored as -1."""
+    def set_version(self, version, dirty, then=None):
+        """golang-migrate's SetVersion: TRUNCATE and INSERT in one transaction; nil + dirty is stored as -1.
+
+        ``then``, (query, args), runs in the same transaction."""
         with self.conn.cursor() as cur:
             cur.execute("BEGIN")
             try:
@@ -172,6 +180,8 @@ class Migrator(object):
                 if version != files.NIL_VERSION or dirty:
                     cur.execute(sql.SQL("INSERT INTO {} (version, dirty) VALUES (%s, %s)").format(
                         self._ident(self.table)), (version if version != files.NIL_VERSION else -1, dirty))
+                if then is not None:
+                    cur.execute(*then)
                 cur.execute("COMMIT")
             except Exception:
                 cur.execute("ROLLBACK")
@@ -281,16 +291,28 @@ class Migrator(object):
         not all finish (the dirty flag alone cannot tell that from a file that failed part-way), or None."""
         if not self.history or not self.table_exists(self.history):
             return None
-        rows = self.execute(sql.SQL("SELECT version, title, mode, to_jsonb(h) ->> 'steps', applied_at::text FROM {} h "
-                                    "ORDER BY id DESC LIMIT 1").format(self._ident(self.history)))
+        rows = self.execute(sql.SQL("SELECT %s FROM {} h ORDER BY id DESC LIMIT 1" % REWRITE_ROW).format(
+            self._ident(self.history)))
         # REWRITTEN too: the runner stopped after the last step committed and before the version was cleared.
         if not rows or int(rows[0][0]) != version or rows[0][2] not in (REWRITING, INTERRUPTED, REWRITTEN) \
                 or not rows[0][3]:
             return None
-        steps = json.loads(rows[0][3])
-        return dict(version=version, title=rows[0][1], mode=rows[0][2], started_at=rows[0][4], steps=steps,
-                    committed=[step["step"] for step in steps if step.get("status") == "committed"],
-                    failed=[step["step"] for step in steps if step.get("status") == "failed"])
+        return rewrite_row(rows[0])
+
+    def recovered_rewrite(self, version):
+        """The history row of a rewritten file at ``version`` that recover_rewrite recorded clean and whose down file
+        has not run since (its latest row has mode RECOVERED), or None: its deferred steps never ran."""
+        if not self.history or not self.table_exists(self.history):
+            return None
+        rows = self.execute(sql.SQL("SELECT %s FROM {} h WHERE version = %%s ORDER BY id DESC LIMIT 1" % REWRITE_ROW)
+                            .format(self._ident(self.history)), (version,))
+        if not rows or rows[0][2] != RECOVERED or not rows[0][3]:
+            return None
+        return rewrite_row(rows[0])
+
+    def _set_mode(self, row, mode):
+        """(query, args) setting the mode of history row ``row``: for set_version's ``then``."""
+        return (sql.SQL("UPDATE {} SET mode = %s WHERE id = %s").format(self._ident(self.history)), (mode, row))
 
     def proven_rewrite(self, migration, direction, path, body):
         """The steps of a file's online-equivalent rewrite when the rehearsal proved it (its version and sha256 are
@@ -349,11 +371,12 @@ class Migrator(object):
     def _reset_timeouts(self):
         self.execute("RESET lock_timeout; RESET statement_timeout")
 
-    def _watched(self, attempt, may_cancel=True, index=None):
-        """The watchdog around one attempt (a context yielding its window), or nothing when it is off."""
+    def _watched(self, attempt, may_cancel=True, index=None, step=None):
+        """The watchdog around one attempt (a context yielding its window), or nothing when it is off; ``index`` (an
+        online build's) and ``step`` (a rewritten file's step number) label its lock waits."""
         if self.watchdog is None:
             return contextlib.nullcontext()
-        return self.watchdog.watching(self.conn.get_backend_pid(), attempt, self.lock_waits, may_cancel, index)
+        return self.watchdog.watching(self.conn.get_backend_pid(), attempt, self.lock_waits, may_cancel, index, step)
 
     def apply(self, migration, direction, version_after, version_before):
         """Run one step with retries on lock timeouts; return its result dict or raise MigrationFailed."""
@@ -580,6 +603,10 @@ class Migrator(object):
         result["plan"] = plan_dicts(steps)
         if dirty:
             result["interrupted_rewrite"] = self.interrupted_rewrite(before)
+        else:
+            recovered = self.recovered_rewrite(before)
+            if recovered:
+                result["recovered_rewrite"] = recovered
         warn_missing_down(self.warn, steps, result)
         result["analysis"] = self.analyse(steps)
         result["hazards"] = self.hazards
@@ -593,11 +620,19 @@ class Migrator(object):
         result["changed"] = (result["version_before"], result["dirty"]) != (target, False)
         if self.options["recover_rewrite"] and result["changed"]:
             return self._recover_rewrite(target, result, check_mode)
+        # Forced at the version of a recovered rewrite whose down file has not run: the operator finished its steps
+        # by hand, as the refusal in _migrate says; the history row records it and migrations go on from there.
+        finished = result.get("recovered_rewrite") if target == result["version_before"] else None
         result.update(version_after=target, dirty=False)
+        if finished:
+            result["changed"] = True
         if result["changed"] and not check_mode:
             self.acquire_lock(self.options["lock_wait_timeout"])
             self.ensure_state_table()
-            self.set_version(target, False)
+            if finished and self.recovered_rewrite(target):
+                self.set_version(target, False, self._set_mode(finished["id"], FINISHED_BY_HAND))
+            else:
+                self.set_version(target, False)
 
     def _recover_rewrite(self, target, result, check_mode):
         """force with recover_rewrite: only from an interrupted rewrite at ``target``, whose leftovers the down file
@@ -631,7 +666,9 @@ class Migrator(object):
                              ("; dropped meanwhile: %s" % ", ".join(dropped)) if dropped else ""),
                           **dict(result, changed=bool(dropped)))
         self.ensure_state_table()
-        self.set_version(target, False)
+        # In one transaction with the clean version: the row says the deferred steps did not run, so that nothing but
+        # the file's down file runs on top of it (_migrate) even if the rollback stops before that down file.
+        self.set_version(target, False, self._set_mode(interrupted["id"], RECOVERED))
         result.update(version_after=target, dirty=False)
 
     def _migrate(self, migrations, target, steps, result, check_mode):
@@ -663,6 +700,10 @@ class Migrator(object):
                 "schema is really at (this changes no schema, like 'migrate force V'; with the playbooks: "
                 "playbooks/force_version.yml -e tmi_force_version=<version>) and migrate again, or run "
                 "playbooks/rollback.yml to restore the backup." % before, **result)
+        recovered = self.recovered_rewrite(before)
+        if recovered and not (steps and steps[0][0].version == before and steps[0][1] == "down"):
+            raise Refused(recovered_message(recovered, plan_dicts(steps)),
+                          **dict(result, recovered_rewrite=recovered))
         if target < before and not self.options["allow_down"]:
             raise Refused("target_version %d is below the database's version %d: going down runs down migrations "
                           "that drop schema and data. Set allow_down: true to confirm, or check target_version."
@@ -702,10 +743,11 @@ class Migrator(object):
 class RewrittenFile(object):
     """A file run as its proven online-equivalent steps (``rewrite.plan``) on a Migrator's connection.
 
-    The version is dirty from before the first step until the last one committed. A lock timeout retries the step
-    that hit it, never an earlier one. Once the first step committed, the history row (mode REWRITING, then
-    REWRITTEN or INTERRUPTED) holds the steps and which committed, so that a rollback can tell "the file's
-    transaction committed, its deferred steps did not finish" from a dirty state nobody knows.
+    The version is dirty from before the first step until the last one committed. A lock timeout, or the watchdog's
+    cancel of a lock wait, retries the step that hit it, never an earlier one. Once the first step committed, the
+    history row (mode REWRITING, then REWRITTEN or INTERRUPTED) holds the steps and which committed, so that a
+    rollback can tell "the file's transaction committed, its deferred steps did not finish" from a dirty state nobody
+    knows.
     """
 
     def __init__(self, engine, migration, path, steps):
@@ -742,7 +784,7 @@ class RewrittenFile(object):
                     # The history row is written in step 1's transaction: it exists exactly when step 1 committed.
                     # Each step is one transaction or one CONCURRENTLY build: a cancel leaves nothing of it (an
                     # INVALID index at most, dropped below), so the watchdog may cancel either.
-                    with engine._watched(attempt, index=step["step"]) as window:
+                    with engine._watched(attempt, step=step["step"]) as window:
                         rows = engine._run_step(step, self._insert(REWRITING if len(self.steps) > 1 else REWRITTEN,
                                                                    started, "committed")
                                                 if index == 0 and step["transaction"] and engine.history else None)
@@ -773,6 +815,8 @@ class RewrittenFile(object):
                         step.update(status="pending", error=None)
                         time.sleep(delay * (2 ** (attempt - 1)))
                         continue
+                    if retryable:  # the history row says why, as the message does
+                        step["error"] = self._locks_not_granted(step, error, attempt)
                     self._record(INTERRUPTED, started)
                     dropped, problems = engine.clean_rewrite(self.steps)  # under lock_timeout; resets it after
                     raise MigrationFailed(self._interrupted(step, error, dropped, problems, version_after),
@@ -845,14 +889,30 @@ class RewrittenFile(object):
                                                 version_before, version_after, "transaction"), step["description"]))
         return text + (" Note: %s." % left if left else "")
 
+    def _locks_not_granted(self, step, error, attempts):
+        """Why a later step whose lock timeouts or watchdog cancels used up its retries failed, as ``_failure_message``
+        says it of a file: its attempts, the watchdog's cancels and the blockers of its last wait."""
+        engine = self.engine
+        waits = [wait for wait in engine.lock_waits if wait.get("step") == step["step"]]
+        cancels = sum(1 for wait in waits if wait["cancelled"])
+        blockers = watchdog.blockers_text(waits)
+        return ("it could not get its locks within lock_timeout after %d attempts%s: %s. A long transaction holds a "
+                "lock on the table.%s" % (
+                    attempts, " (%d of them cancelled by the watchdog: application sessions queued behind its lock "
+                              "request for longer than lock_queue_timeout, %s s)"
+                    % (cancels, engine.options["lock_queue_timeout"]) if cancels else "",
+                    step_error(error), " " + blockers if blockers else ""))
+
     def _interrupted(self, failed, error, dropped, problems, version):
         committed = [s for s in self.steps if s["status"] == "committed"]
         pending = [s for s in self.steps if s["status"] == "pending"]
+        reason = failed["error"] if failed["error"].startswith("it could not get its locks") else \
+            "%s [SQLSTATE %s]" % (server_reason(error), error.pgcode)
         text = ("Migration %d %s (up) ran rewritten for online use (proven in the rehearsal) and stopped between its "
-                "steps: step %d (%s) failed: %s [SQLSTATE %s]. Steps %s committed (%s); %s. The database is marked "
+                "steps: step %d (%s) failed: %s%s Steps %s committed (%s); %s. The database is marked "
                 "dirty at version %d and the history table records the interrupted rewrite." % (
                     self.migration.version, self.migration.title, failed["step"], failed["sql"],
-                    server_reason(error), error.pgcode,
+                    reason, "" if reason.endswith(".") else ".",
                     ", ".join(str(s["step"]) for s in committed), "; ".join(s["description"] for s in committed),
                     ("steps %s did not run" % ", ".join(str(s["step"]) for s in pending)) if pending
                     else "no step is left after it", version))
@@ -922,6 +982,33 @@ def recovery_text(version, steps):
             "records version %d and runs its down file, which the rehearsal ran, then the earlier down files as "
             "planned), fix the data and migrate again; or fix the data and finish the file by hand - %s - then run "
             "operation=force with target_version=%d." % (version, "; ".join(by_hand(steps)), version))
+
+
+def rewrite_row(row):
+    """The dict of a rewritten file's history row (version, title, mode, steps as JSON text, applied_at, id)."""
+    steps = json.loads(row[3])
+    return dict(version=int(row[0]), title=row[1], mode=row[2], started_at=row[4], steps=steps, id=row[5],
+                committed=[step["step"] for step in steps if step.get("status") == "committed"],
+                failed=[step["step"] for step in steps if step.get("status") == "failed"])
+
+
+def recovered_message(recovered, plan):
+    """The refusal of a plan that does not start with the down file of a recovered rewrite whose down file never ran."""
+    version = recovered["version"]
+    pending = [str(s["step"]) for s in recovered["steps"] if s.get("status") != "committed"]
+    return ("Version %d is recorded clean, but migration %06d %s ran rewritten for online use and did not finish: "
+            "steps %s committed, steps %s never ran. A rollback recorded the version clean so that its down file could "
+            "run next (pg_migrate recover_rewrite), and that down file has not run - the rollback stopped before it or "
+            "it failed. The schema lacks what those steps add (constraints still NOT VALID, unique constraints, "
+            "NOT NULL, indexes), so %s. Nothing was changed. To recover: run playbooks/rollback.yml again (it runs "
+            "the down file of version %d first; if it failed on a lock, when the blocking session is gone), or finish "
+            "the file by hand - %s - then run operation=force with target_version=%d, which records that its steps "
+            "ran." % (version, version, recovered["title"], ", ".join(str(n) for n in recovered["committed"]) or "none",
+                      ", ".join(pending) or "none",
+                      "nothing but its down file runs on top of it" if not plan else
+                      "the plan (%s) does not run on top of it" % ", ".join(
+                          "%06d %s" % (step["version"], step["direction"]) for step in plan),
+                      version, "; ".join(by_hand(recovered["steps"])), version))
 
 
 def interrupted_message(interrupted):

@@ -112,18 +112,21 @@ def describe_blocker(blocker):
 def describe(lock_waits):
     """The lock waits of a file that succeeded, in one line: "waited 1.2 s and 1.1 s (attempts 1-2) behind pid 123
     (app 'tmi', transaction 40.2 s old, idle in transaction), up to 2 sessions queued behind it for at most 1.0 s,
-    cancelled and retried 2 times"; '' when none waited. An online build's waits are said per index."""
+    cancelled and retried 2 times"; '' when none waited. An online build's waits are said per index, a rewritten
+    file's per step ("step 5 waited ...")."""
     groups = []
     for wait in lock_waits:
-        if not groups or groups[-1][0] != wait.get("index"):
-            groups.append((wait.get("index"), []))
+        key = (wait.get("index"), wait.get("step"))
+        if not groups or groups[-1][0] != key:
+            groups.append((key, []))
         groups[-1][1].append(wait)
-    return "; ".join(_describe_group(index, waits) for index, waits in groups)
+    return "; ".join(_describe_group(key, waits) for key, waits in groups)
 
 
-def _describe_group(index, waits):
+def _describe_group(key, waits):
+    index, step = key
     seconds = ["%s s" % wait["waited_seconds"] for wait in waits]
-    text = "index %s " % index if index else ""
+    text = ("step %s " % step if step else "") + ("index %s " % index if index else "")
     text += "waited %s" % (seconds[0] if len(seconds) == 1 else ", ".join(seconds[:-1]) + " and " + seconds[-1])
     attempts = [wait["attempt"] for wait in waits]
     text += " (attempt%s %s)" % ("" if len(attempts) == 1 else "s", "%d-%d" % (attempts[0], attempts[-1])
@@ -166,9 +169,10 @@ def blockers_text(lock_waits):
 class Window(object):
     """One watched attempt: polls on a thread from ``start`` to ``stop``; ``entry()`` is its report."""
 
-    def __init__(self, conn, pid, attempt, bound, may_cancel, waitstart, interval, index=None):
+    def __init__(self, conn, pid, attempt, bound, may_cancel, waitstart, interval, index=None, step=None):
         self.conn, self.pid, self.attempt, self.bound = conn, pid, attempt, bound
         self.may_cancel, self.waitstart, self.interval, self.index = may_cancel, waitstart, interval, index
+        self.step = step
         self.cancelled = False
         self.error = None
         self.waits = []  # [began, last seen waiting] per lock wait of the attempt (a batch may wait more than once)
@@ -232,6 +236,8 @@ class Window(object):
                      blockers=[self.blockers[pid] for pid in sorted(self.blockers)])
         if self.index:
             found["index"] = self.index
+        if self.step:
+            found["step"] = self.step
         if self.error is not None:
             found["watchdog_error"] = self.error
         return found
@@ -254,13 +260,14 @@ class Watchdog(object):
             self.waitstart = cur.fetchone()[2] >= 140000
 
     @contextlib.contextmanager
-    def watching(self, pid, attempt, into, may_cancel=True, index=None):
+    def watching(self, pid, attempt, into, may_cancel=True, index=None, step=None):
         """Watch session ``pid`` during the block; appends the attempt's report to ``into`` if it waited for a
-        lock. Yields the Window (``cancelled(window, error)`` tells whether the watchdog cancelled it)."""
+        lock (with ``index``, the online build's index, and ``step``, the rewritten file's step number, when
+        given). Yields the Window (``cancelled(window, error)`` tells whether the watchdog cancelled it)."""
         if self.broken is not None:
             yield None
             return
-        window = Window(self.conn, pid, attempt, self.bound, may_cancel, self.waitstart, self.interval, index)
+        window = Window(self.conn, pid, attempt, self.bound, may_cancel, self.waitstart, self.interval, index, step)
         window.start()
         try:
             yield window

@@ -107,6 +107,11 @@ options:
         CHECK of an unfinished C(SET NOT NULL) - each under O(lock_timeout), then records O(target_version) clean so
         that its down file can run. The steps come from the history table's row, whether the run failed
         (V(rewrite-interrupted)) or was killed (V(rewriting)).
+      - In the transaction that records the version clean, that row's mode becomes V(rewrite-recovered) - until the
+        file's down file runs (and writes its own row), O(operation=migrate) refuses any plan that does not start
+        with that down file (RV(recovered_rewrite)), so a rollback that stops after the recovery never leaves the
+        half-applied file to be migrated on top of. A plain O(operation=force) at that version (after its steps
+        were run by hand) sets the mode to V(rewrite-finished-by-hand) and lifts the refusal.
       - Refused, changing nothing, unless the database is dirty at O(target_version) with an interrupted rewrite
         there; when a leftover cannot be dropped (its lock not granted within O(lock_timeout)) the version stays
         dirty and the module fails, naming it. The rollback role uses it right before the down files run.
@@ -346,8 +351,18 @@ interrupted_rewrite:
       (the file's transaction) committed - the history table's record of it - C(version), C(title), C(mode)
       (V(rewriting) while it ran or was killed, V(rewrite-interrupted) after a failure), C(started_at), C(steps) (each
       with C(step), C(kind), C(sql), C(description), C(status) - V(committed), V(failed) or V(pending) - and
-      C(error)), C(committed) and C(failed) (step numbers). Null when the dirty state has another cause.
+      C(error)), C(committed) and C(failed) (step numbers), C(id) (the history row's). Null when the dirty state has
+      another cause.
   returned: when the version is dirty
+  type: dict
+  version_added: 0.1.0
+recovered_rewrite:
+  description:
+    - When the version is clean but is that of a rewritten file that O(recover_rewrite) recorded clean and whose down
+      file has not run since (its history row's mode V(rewrite-recovered)) - its deferred steps never ran - that row,
+      with the keys of RV(interrupted_rewrite). O(operation=migrate) then refuses any plan that does not start with
+      its down file.
+  returned: when such a row is the latest of the version
   type: dict
   version_added: 0.1.0
 recovered:

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from ansible_collections.tmi.migration.plugins.module_utils import migrations as files
 from ansible_collections.tmi.migration.plugins.module_utils import rehearsal as rehearsal_utils
+from test_lock_watchdog import App, Blocker
+from test_pg_migrate import copy_fixture
 
 from conftest import Database, run_module, start_module
 from tmi_testenv import fixture
@@ -483,25 +485,42 @@ def test_a_runner_killed_in_a_set_not_null_leaves_a_row_and_a_helper_check_the_r
             "ALTER TABLE threats DROP COLUMN IF EXISTS review_note;\n")
     path = with_extra(tmp_path, {"000018_named_sources.up.sql": up, "000018_named_sources.down.sql": down})
     sha = files.file_sha256(str(path / "000018_named_sources.up.sql"))
+    # Step 1 takes ACCESS EXCLUSIVE on sources, so a blocker there from the start would hold up step 1 itself: a
+    # reader holds sources until step 1 queues for it, the blocker's SHARE UPDATE EXCLUSIVE queues behind step 1 and
+    # is granted when step 1 commits - before the validation asks.
+    reader = tmi_db.server.connect(tmi_db.name, autocommit=False)
+    with reader.cursor() as cur:
+        cur.execute("LOCK TABLE sources IN ACCESS SHARE MODE")
     blocker = tmi_db.server.connect(tmi_db.name, autocommit=False)
-    with blocker.cursor() as cur:
-        cur.execute("LOCK TABLE sources IN SHARE UPDATE EXCLUSIVE MODE")
+
+    def waits(pattern):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            found = tmi_db.query("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
+                                 (pattern,))
+            if found:
+                return found[0][0]
+            time.sleep(0.05)
+        raise AssertionError(f"nothing waited running {pattern}")
+
     try:
         run = start_module("pg_migrate", {"path": str(path), **tmi_db.module_args(), "lock_timeout": "60s",
                                           "rewrites": [{"version": 18, "sha256": sha}]})
-        deadline = time.monotonic() + 60
-        waiting = []
-        while time.monotonic() < deadline and not waiting:
-            waiting = tmi_db.query("SELECT pid FROM pg_stat_activity WHERE application_name = "
-                                   "'tmi.migration.pg_migrate' AND wait_event_type = 'Lock' AND query LIKE "
-                                   "'%VALIDATE CONSTRAINT%'")
-            time.sleep(0.05)
-        assert waiting, "the validation never waited behind the blocker"
+        waits("ALTER TABLE threats ADD COLUMN review_note%")  # step 1, queued for sources
+        locking = threading.Thread(target=lambda: blocker.cursor().execute(
+            "LOCK TABLE sources IN SHARE UPDATE EXCLUSIVE MODE"), daemon=True)
+        locking.start()
+        waits("LOCK TABLE sources IN SHARE UPDATE EXCLUSIVE MODE")
+        reader.rollback()
+        locking.join(60)
+        waiting = waits("ALTER TABLE sources VALIDATE CONSTRAINT%")
         run.process.kill()
         run.process.wait()
         # The server notices a dead client only when it next talks to it: end the backend as the kill would.
-        tmi_db.query("SELECT pg_terminate_backend(%s)", (waiting[0][0],))
+        tmi_db.query("SELECT pg_terminate_backend(%s)", (waiting,))
     finally:
+        reader.rollback()
+        reader.close()
         blocker.rollback()
         blocker.close()
     assert tmi_db.query("SELECT version, dirty FROM schema_migrations") == [(18, True)]
@@ -568,3 +587,190 @@ def test_a_rollback_that_chooses_the_backup_for_an_interrupted_rewrite_leaves_th
     assert db.query("SELECT version, dirty FROM schema_migrations") == [(17, True)]
     assert catalog(db) == catalog_before
     assert db.scalar("SELECT count(*) FROM metadata WHERE key = 'after_failure'") > 0
+
+
+def test_a_rollback_whose_down_file_fails_after_the_recovery_leaves_a_state_migrate_refuses_until_rolled_back(
+        environment, tmp_path):
+    """The recovery records version 17 clean (its history row: rewrite-recovered) and the down file then gives up on
+    its lock: an application transaction holds metadata. The rollback falls back to the emergency restore, whose guard
+    refuses (writes since the backup), so it fails at 17, clean - with the deferred steps never run. Neither
+    migrate.yml's pg_migrate nor a newer file may run on top of that: refused, naming the cause and the remedy,
+    nothing changed. Once the transaction is gone, rollback.yml again runs the down file and keeps every write."""
+    db = environment.db
+    before = environment.state()
+    threat = db.scalar("SELECT id::text FROM threats LIMIT 1")
+    db.query("INSERT INTO metadata (entity_type, entity_id, key, value) VALUES ('threat', %s, 'bad key!', 'x')",
+             (threat,))
+    sha = files.file_sha256(str(fixture.MIGRATIONS_DIR / "000017_enhance_metadata.up.sql"))
+    extra = {"tmi_rehearse": False, "validate_profile": "", "tmi_auto_rollback": False,
+             "migrate_rewrites": [{"version": 17, "sha256": sha}]}
+    failed = environment.playbook("migrate.yml", "-e", json.dumps(extra))
+    assert failed.returncode != 0
+    assert db.query("SELECT version, dirty FROM schema_migrations") == [(17, True)]
+    db.query("INSERT INTO metadata (entity_type, entity_id, key, value) SELECT 'threat', id, 'after_failure', 'kept' "
+             "FROM threats")
+    written = db.scalar("SELECT count(*) FROM metadata WHERE key = 'after_failure'")
+
+    blocker = db.server.connect(db.name, autocommit=False)
+    with blocker.cursor() as cur:
+        cur.execute("SET application_name = 'tmi-blocker'")
+        cur.execute("LOCK TABLE metadata IN ACCESS SHARE MODE")
+    try:
+        rolled = environment.playbook("rollback.yml", "-e", json.dumps(
+            {"migrate_lock_timeout": "300ms", "migrate_lock_retries": 0}))
+        assert rolled.returncode != 0, rolled.stdout[-4000:]
+        record = environment.records("rollback")[-1]["rollback"]
+        assert record["succeeded"] is False, record
+        assert "could not get its locks" in record["planned_error"].lower(), record
+        assert db.query("SELECT version, dirty FROM schema_migrations") == [(17, False)]
+        assert db.query("SELECT mode FROM tmi_migration_history WHERE version = 17 ORDER BY id DESC LIMIT 1") == [
+            ("rewrite-recovered",)]
+        # The deferred steps never ran: three CHECKs still NOT VALID, no UNIQUE.
+        assert db.scalar("SELECT count(*) FROM pg_constraint WHERE conrelid = 'metadata'::regclass AND contype = 'c' "
+                         "AND NOT convalidated") == 3
+        catalog_before = catalog(db)
+
+        status = migrate(db, operation="status")
+        assert status["recovered_rewrite"]["version"] == 17 and status["recovered_rewrite"]["committed"] == [1, 2]
+        newer = with_extra(tmp_path, {"000018_more.up.sql": "ALTER TABLE threats ADD COLUMN review_note TEXT;\n",
+                                      "000018_more.down.sql": "ALTER TABLE threats DROP COLUMN review_note;\n"})
+        for path in (fixture.MIGRATIONS_DIR, newer):
+            refused = migrate(db, path=path, rewrites=[{"version": 17, "sha256": sha}])
+            assert refused["failed"] and refused["msg"].startswith(
+                "Version 17 is recorded clean, but migration 000017 enhance_metadata ran rewritten for online use and "
+                "did not finish: steps 1, 2 committed, steps 3, 4, 5, 6, 7, 8, 9 never ran."), refused["msg"]
+            assert "Nothing was changed. To recover: run playbooks/rollback.yml again" in refused["msg"]
+            assert "operation=force with target_version=17" in refused["msg"]
+            assert refused["recovered_rewrite"]["mode"] == "rewrite-recovered"
+            assert db.query("SELECT version, dirty FROM schema_migrations") == [(17, False)]
+            assert catalog(db) == catalog_before
+        assert "the plan (000018 up) does not run on top of it" in refused["msg"]
+    finally:
+        blocker.rollback()
+        blocker.close()
+
+    again = environment.playbook("rollback.yml")
+    assert again.returncode == 0, again.stdout[-4000:]
+    record = environment.records("rollback")[-1]["rollback"]
+    assert record["mode"] == "planned" and record["succeeded"] is True, record
+    assert db.query("SELECT version, dirty FROM schema_migrations") == [(15, False)]
+    assert db.scalar("SELECT count(*) FROM metadata WHERE key = 'after_failure'") == written
+    assert db.scalar("SELECT count(*) FROM metadata WHERE key = 'bad key!'") == 1
+    after = environment.state()
+    assert {k: v for k, v in after["figures"].items() if k != "public.metadata"} == \
+        {k: v for k, v in before["figures"].items() if k != "public.metadata"}
+    assert after["figures"]["public.metadata"]["rows"] == before["figures"]["public.metadata"]["rows"] + 1 + written
+
+
+UNIQUE_TM_UP = """ALTER TABLE threats ADD COLUMN review_note TEXT;
+ALTER TABLE threat_models ADD CONSTRAINT threat_models_id_name_unique UNIQUE (id, name);
+"""
+UNIQUE_TM_DOWN = """ALTER TABLE threat_models DROP CONSTRAINT IF EXISTS threat_models_id_name_unique;
+ALTER TABLE threats DROP COLUMN IF EXISTS review_note;
+"""
+
+
+def unique_threat_models(production, tmp_path):
+    """Files up to 15 and a 16 whose rewrite attaches a unique index to threat_models in step 3 (ACCESS EXCLUSIVE for
+    an instant), proven by pg_rehearse: (database, path, rewrites)."""
+    db, backup, scratch = production
+    path = copy_fixture(tmp_path, 15)
+    (path / "000016_unique_threat_models.up.sql").write_text(UNIQUE_TM_UP)
+    (path / "000016_unique_threat_models.down.sql").write_text(UNIQUE_TM_DOWN)
+    result = rehearse(db, backup, scratch, path)
+    assert not result.get("failed"), result.get("msg")
+    rewrites = proven(result)
+    assert [item["version"] for item in rewrites] == [16], result["rewrites"]
+    assert [s["kind"] for s in result["rewrites"][0]["steps"]] == ["file", "build_index", "attach_constraint"]
+    return db, path, rewrites
+
+
+@pytest.mark.serial  # bounds how long a session waited
+def test_the_watchdog_cancels_a_rewritten_files_step_retries_it_and_names_the_step_and_its_blocker(
+        production, tmp_path):
+    """The attach (step 3) waits behind a transaction reading threat_models and the application's reads queue
+    behind it: the watchdog cancels that step, which is retried alone (steps 1 and 2 ran once) until the blocker
+    commits; its waits are said as step 3's."""
+    db, path, rewrites = unique_threat_models(production, tmp_path)
+    blocker = Blocker(db)
+    app = App(db)
+    app.start()
+    try:
+        run = start_module("pg_migrate", {"path": str(path), **db.module_args(), "lock_timeout": "10s",
+                                          "lock_queue_timeout": 0.5, "lock_retries": 6, "lock_retry_delay": 0.2,
+                                          "rewrites": rewrites})
+        timer = blocker.release_at_attempt(db, 3)
+        result = run.result()
+        timer.join()
+    finally:
+        blocker.release()
+        app.finish()
+    assert not result.get("failed"), result.get("msg")
+    entry = result["applied"][0]
+    assert entry["mode"] == "rewritten"
+    assert [(s["step"], s["status"], s["attempts"] > 1) for s in entry["steps"]] == [
+        (1, "committed", False), (2, "committed", False), (3, "committed", True)], entry["steps"]
+    cancelled = [wait for wait in entry["lock_waits"] if wait["cancelled"]]
+    assert cancelled and all(wait["step"] == 3 and "index" not in wait for wait in cancelled), entry["lock_waits"]
+    assert [b["pid"] for b in cancelled[0]["blockers"]] == [blocker.pid]
+    assert app.worst < 1.5, app.worst
+    summary = entry["lock_wait_summary"]
+    assert "step 3 waited " in summary and f"behind pid {blocker.pid} (app 'tmi-blocker', transaction " in summary
+    assert "cancelled and retried" in summary and "index 3" not in summary, summary
+    assert db.query("SELECT version, dirty FROM schema_migrations") == [(16, False)]
+
+
+@pytest.mark.serial  # bounds how long a session waited
+def test_a_later_step_the_watchdog_cancels_until_its_retries_run_out_says_so_and_names_the_blocker(
+        production, tmp_path):
+    db, path, rewrites = unique_threat_models(production, tmp_path)
+    blocker = Blocker(db)
+    app = App(db)
+    app.start()
+    try:
+        result = run_module("pg_migrate", {"path": str(path), **db.module_args(), "lock_timeout": "10s",
+                                           "lock_queue_timeout": 0.3, "lock_retries": 2, "lock_retry_delay": 0.1,
+                                           "rewrites": rewrites})
+    finally:
+        app.finish()
+        blocker.release()
+    assert result["failed"] and (result["version_after"], result["dirty"]) == (16, True)
+    message = " ".join(result["msg"].split())
+    assert "step 3 (ALTER TABLE threat_models ADD CONSTRAINT threat_models_id_name_unique UNIQUE USING INDEX " \
+           "threat_models_id_name_unique) failed: it could not get its locks within lock_timeout after 3 attempts " \
+           "(3 of them cancelled by the watchdog" in message, message
+    assert f"Blocked by pid {blocker.pid} (app 'tmi-blocker', transaction " in message
+    assert "Steps 1, 2 committed" in message
+    steps = json.loads(db.scalar("SELECT steps FROM tmi_migration_history WHERE version = 16"))
+    assert steps[2]["error"].startswith("it could not get its locks within lock_timeout after 3 attempts (3 of them "
+                                        "cancelled by the watchdog"), steps[2]
+    assert f"Blocked by pid {blocker.pid}" in steps[2]["error"]
+    assert [w["step"] for w in result["failed_migration"]["lock_waits"]] == [3, 3, 3]
+
+
+def test_a_recovered_rewrite_finished_by_hand_is_recorded_by_a_plain_force_and_migrations_go_on(tmi_db):
+    """The other remedy of the refusal: the steps that never ran, run by hand, then force at the version."""
+    tmi_db.migrate(15)
+    fixture.generate(tmi_db.conn, 5, seed=3)
+    threat = tmi_db.scalar("SELECT id::text FROM threats LIMIT 1")
+    tmi_db.query("INSERT INTO metadata (entity_type, entity_id, key, value) VALUES ('threat', %s, 'bad key!', 'x')",
+                 (threat,))
+    rewrites = [{"version": 17, "sha256": files.file_sha256(str(fixture.MIGRATIONS_DIR /
+                                                                "000017_enhance_metadata.up.sql"))}]
+    assert migrate(tmi_db, rewrites=rewrites)["failed"]
+    forced = migrate(tmi_db, operation="force", target_version="17", recover_rewrite=True)
+    assert not forced.get("failed"), forced.get("msg")
+    refused = migrate(tmi_db, rewrites=rewrites)
+    assert refused["failed"] and refused["msg"].startswith("Version 17 is recorded clean, but migration 000017")
+    statements = refused["msg"].split("finish the file by hand - ", 1)[1].split(" - then run operation=force")[0]
+    tmi_db.query("DELETE FROM metadata WHERE key = 'bad key!'")
+    for statement in statements.split("; "):
+        tmi_db.query(statement)
+    finished = migrate(tmi_db, operation="force", target_version="17")
+    assert not finished.get("failed") and finished["changed"], finished.get("msg")
+    assert tmi_db.query("SELECT mode FROM tmi_migration_history WHERE version = 17") == [("rewrite-finished-by-hand",)]
+    assert tmi_db.scalar("SELECT count(*) FROM pg_constraint WHERE conrelid = 'metadata'::regclass "
+                         "AND NOT convalidated") == 0
+    again = migrate(tmi_db, rewrites=rewrites)
+    assert not again.get("failed"), again.get("msg")
+    assert tmi_db.query("SELECT version, dirty FROM schema_migrations") == [(17, False)]

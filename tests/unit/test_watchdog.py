@@ -98,6 +98,12 @@ def test_an_online_builds_waits_are_said_per_index():
     assert "; index idx_b waited 1.06 s and 1.06 s (attempts 1-2) behind" in text
 
 
+def test_a_rewritten_files_waits_are_said_per_step_not_as_an_index():
+    text = watchdog.describe([wait(1, step=5), wait(2, step=5), wait(1, step=7)])
+    assert text.startswith("step 5 waited 1.06 s and 1.06 s (attempts 1-2) behind pid 4242"), text
+    assert "; step 7 waited 1.06 s (attempt 1) behind" in text and "index" not in text
+
+
 def test_the_failure_names_the_last_blockers_and_the_remedy():
     text = watchdog.blockers_text([wait(1), wait(2, blockers=[])])
     assert text == ("Blocked by pid 4242 (app 'tmi', transaction 40.2 s old, idle in transaction). Let that "
