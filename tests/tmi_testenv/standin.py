@@ -50,6 +50,7 @@ and the requests under way are answered before the process exits (killed after 1
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hmac
 import json
 import os
@@ -458,12 +459,19 @@ def serve(config: Path, state_dir: Path, token_file: Path, port: int, maintenanc
     # The listen backlog of a real server (socketserver's default of 5 resets a burst of clients).
     server_class = type("Server", (ThreadingHTTPServer,), {"request_queue_size": 128})
     httpd = server_class(("127.0.0.1", port), handler)
-    # A graceful stop, as a real server's: SIGTERM ends the accept loop, server_close() closes the listening
-    # socket (new connections are refused: a load balancer sends them to another host) and then waits for the
-    # requests under way to be answered (`stop` kills the process after 10 s).
+    # A graceful stop, as a real server's: SIGTERM stops the listening socket at once (new connections are
+    # refused, never left in the backlog to be reset: a load balancer sends them to another host), ends the
+    # accept loop, and server_close() waits for the requests under way to be answered (`stop` kills the
+    # process after 10 s).
     httpd.daemon_threads = False
     httpd.block_on_close = True
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=httpd.shutdown).start())
+
+    def graceful_stop(*_):
+        with contextlib.suppress(OSError):
+            httpd.socket.shutdown(socket.SHUT_RDWR)
+        threading.Thread(target=httpd.shutdown).start()
+
+    signal.signal(signal.SIGTERM, graceful_stop)
     print(f"tmi-standin pid {os.getpid()} serving 127.0.0.1:{port} with {config}", file=sys.stderr, flush=True)
     try:
         httpd.serve_forever()
