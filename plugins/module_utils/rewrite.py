@@ -114,42 +114,34 @@ def _strings(node):
     return found
 
 
+def _nodes(node):
+    """Every node of a parse tree, depth first (the tree itself first)."""
+    stack = [node]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, pg_ast.Node):
+            yield value
+            stack.extend(getattr(value, attribute) for attribute in value)
+        elif isinstance(value, (list, tuple)):
+            stack.extend(value)
+
+
 def _foreign_key_targets(node, default_schema):
     """The tables a parse tree's FOREIGN KEY constraints reference (qualified)."""
-    targets = set()
-
-    def walk(value):
-        if isinstance(value, pg_ast.Constraint):
-            if _enum(pg_enums.ConstrType, value.contype) == "CONSTR_FOREIGN" and value.pktable is not None:
-                targets.add(analysis.qualify(value.pktable.schemaname, value.pktable.relname, default_schema))
-        if isinstance(value, pg_ast.Node):
-            for attribute in value:
-                walk(getattr(value, attribute))
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                walk(item)
-
-    walk(node)
-    return targets
+    return set(analysis.qualify(value.pktable.schemaname, value.pktable.relname, default_schema)
+               for value in _nodes(node)
+               if isinstance(value, pg_ast.Constraint) and value.pktable is not None
+               and _enum(pg_enums.ConstrType, value.contype) == "CONSTR_FOREIGN")
 
 
 def _column_refs(node):
     """The column names an expression refers to (the last part of each ColumnRef)."""
     names = set()
-
-    def walk(value):
+    for value in _nodes(node):
         if isinstance(value, pg_ast.ColumnRef):
             parts = [f.sval for f in value.fields if isinstance(f, pg_ast.String)]
             if parts:
                 names.add(parts[-1])
-        if isinstance(value, pg_ast.Node):
-            for attribute in value:
-                walk(getattr(value, attribute))
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                walk(item)
-
-    walk(node)
     return names
 
 
