@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # The one test command (make test, .ci/run): lint, pytest (unit + integration against
-# throwaway real servers), then every Molecule scenario, each with its own fresh servers.
-# Ends with one summary line; pytest's "no tests collected" (exit 5) fails the run.
+# throwaway real servers), ansible-test sanity and every Molecule scenario, each with its own
+# fresh servers. Ends with one summary line; pytest's "no tests collected" (exit 5) fails the run.
+#
+# Sanity, Molecule and the version matrix run one process at a time (about one core), so they run
+# in the background beside pytest's workers instead of after them, with their output kept in
+# .build/background.log and printed once they end; the tests that measure time run alone at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
@@ -12,15 +16,10 @@ mkdir -p .build
 echo "== lint"
 scripts/lint.sh
 
+# The background job (its body is not indented: it holds a multi-line Python string).
+background() {
 echo "== ansible-test sanity (empty ignore files)"
 scripts/sanity.sh
-
-echo "== pytest: unit and integration tests (real PostgreSQL ${TMI_PG_VERSION:-18}, Redis ${TMI_REDIS_VERSION:-6.2})"
-# Three workers (pytest-xdist), each with its own servers: most of a test's time is spent waiting on
-# ansible-playbook, the servers and the stand-in, so a third worker fills two cores better than two do.
-# The tests that measure time run alone after them.
-pytest -p no:cacheprovider -n "${PYTEST_WORKERS:-3}" -m "not serial" --junitxml=.build/pytest.xml ${PYTEST_ARGS:-}
-pytest -p no:cacheprovider -m serial --junitxml=.build/pytest-serial.xml ${PYTEST_ARGS:-} || [ $? -eq 5 ]
 
 molecule_passed=0
 # Every directory with a molecule.yml is a scenario (molecule/shared holds their common playbooks).
@@ -58,6 +57,37 @@ find_pg_bindir('$pg'); find_redis_server('$redis')" 2>&1)"; then
     molecule_passed=$((molecule_passed + 1))
   done
 done
+echo "$molecule_passed $matrix_skipped" > .build/background.counts
+}
+
+rm -f .build/background.counts
+# Its own process group (job control on for the start only), so that a failure of pytest, which ends the
+# run, ends the whole background job with it: servers, Molecule and all.
+set -m
+background > .build/background.log 2>&1 &
+background_pid=$!
+set +m
+trap 'kill -- -"$background_pid" 2>/dev/null || true' EXIT
+echo "== sanity, Molecule and the version matrix: started in the background (.build/background.log)"
+
+echo "== pytest: unit and integration tests (real PostgreSQL ${TMI_PG_VERSION:-18}, Redis ${TMI_REDIS_VERSION:-6.2})"
+# Three workers (pytest-xdist), each with its own servers: most of a test's time is spent waiting on
+# ansible-playbook, the servers and the stand-in, so a third worker fills two cores better than two do.
+pytest_status=0
+pytest -p no:cacheprovider -n "${PYTEST_WORKERS:-3}" -m "not serial" --junitxml=.build/pytest.xml ${PYTEST_ARGS:-} \
+  || pytest_status=$?
+
+background_status=0
+wait "$background_pid" || background_status=$?
+trap - EXIT
+echo "== sanity, Molecule and the version matrix (background) ended with status $background_status:"
+cat .build/background.log
+if [ "$pytest_status" -ne 0 ]; then echo "pytest failed (status $pytest_status)" >&2; exit "$pytest_status"; fi
+if [ "$background_status" -ne 0 ]; then echo "sanity, Molecule or the matrix failed (above)" >&2; exit "$background_status"; fi
+read -r molecule_passed matrix_skipped < .build/background.counts
+
+echo "== pytest: the tests that measure time, alone"
+pytest -p no:cacheprovider -m serial --junitxml=.build/pytest-serial.xml ${PYTEST_ARGS:-} || [ $? -eq 5 ]
 
 python - "$molecule_passed" "$matrix_skipped" <<'PY'
 import sys
