@@ -227,3 +227,22 @@ def environment(pg_server, redis_server, tmi_db, tmp_path):
     """A TMI install at version 15 with 8 threat models (the fault-injection and data-safety tests)."""
     with tmi_install(pg_server, redis_server, tmi_db, tmp_path, version=15, threat_models=8, seed=11) as installed:
         yield Environment(redis_server, tmi_db, tmp_path, *installed)
+
+
+# The longest integration files first (their tests took 3-25 min together in a full run), in this order, then the
+# rest as collected, the unit tests last: pytest-xdist hands tests out in this order, so the workers start on the
+# long ones and the short ones fill the end, instead of one worker finishing a long file alone.
+LONGEST_FIRST = ("test_fault_injection", "test_data_safety", "test_hardening_rollback", "test_rehearsal_run",
+                 "test_hardening_run", "test_benchmarks", "test_online_rewrites", "test_app_config",
+                 "test_maintenance_window", "test_run_record", "test_hardening_modules", "test_hardening_catalog")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: position for position, name in enumerate(LONGEST_FIRST)}
+
+    def order(item):
+        module = item.nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py")
+        unit = item.nodeid.startswith("tests/unit/")
+        return (unit, rank.get(module, len(rank)))
+
+    items.sort(key=order)  # stable: each file keeps its own order
