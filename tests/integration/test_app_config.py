@@ -52,13 +52,35 @@ def changed_count(output: str) -> int:
     return int(re.search(r"changed=(\d+)", output.split("PLAY RECAP")[-1]).group(1))
 
 
-def test_config_rendered_previous_kept_restarted_and_measured(app, redis_server):
+def test_cold_cache_ratio_matches_info_and_fails_when_enforced(app, redis_server):
+    redis_server.client().flushall()
+    redis_server.client().config_resetstat()
+    result, record = app.run("-e", "app_config_cache_warm_path=''", "-e", "app_config_samples=2",
+                             "-e", '{"app_config_fail_on": ["hit_ratio"]}', "-e", "app_config_min_hit_ratio=0.9")
+    assert result.returncode != 0
+    info = redis_server.client().info("stats")
+    cache = record["main"]["cache"]
+    # Each endpoint misses once, then hits: 3 misses, 3 hits.
+    assert (cache["hits"], cache["misses"]) == (info["keyspace_hits"], info["keyspace_misses"]) == (3, 3)
+    assert cache["hit_ratio"] == 0.5
+    assert "Success criterion 'hit_ratio' failed: cache hit ratio 0.5" in result.stdout
+
+
+def test_config_rendered_previous_kept_restarted_and_measured_without_secrets_then_idempotent_and_check_mode_inert(
+        app, redis_server):
+    """The first run, at -vvv with --diff: the config rendered (mode 0640, new values), the previous file kept, the
+    stand-in restarted on it and healthy, the smoke tests timed, the hit ratio what Redis INFO says - and no secret
+    in its output. A second run changes nothing and check mode touches nothing."""
     old_text = app.standin.config.read_text()
     old_pid = app.standin.pid()
     redis_server.client().config_resetstat()
 
-    result, record = app.run()
+    result, record = app.run("-vvv", "--diff")
     assert result.returncode == 0, result.stdout
+    output = result.stdout + result.stderr
+    assert "api_probe" in output
+    for secret in app.secrets():
+        assert secret not in output
     main = record["main"]
 
     # The file: mode 0640, the new values, the previous file kept and recorded.
@@ -91,24 +113,7 @@ def test_config_rendered_previous_kept_restarted_and_measured(app, redis_server)
     assert main["criteria"]["hit_ratio"]["value"] == cache["hit_ratio"]
     assert main["criteria"]["hit_ratio"]["passed"] is True
 
-
-def test_cold_cache_ratio_matches_info_and_fails_when_enforced(app, redis_server):
-    redis_server.client().flushall()
-    redis_server.client().config_resetstat()
-    result, record = app.run("-e", "app_config_cache_warm_path=''", "-e", "app_config_samples=2",
-                             "-e", '{"app_config_fail_on": ["hit_ratio"]}', "-e", "app_config_min_hit_ratio=0.9")
-    assert result.returncode != 0
-    info = redis_server.client().info("stats")
-    cache = record["main"]["cache"]
-    # Each endpoint misses once, then hits: 3 misses, 3 hits.
-    assert (cache["hits"], cache["misses"]) == (info["keyspace_hits"], info["keyspace_misses"]) == (3, 3)
-    assert cache["hit_ratio"] == 0.5
-    assert "Success criterion 'hit_ratio' failed: cache hit ratio 0.5" in result.stdout
-
-
-def test_second_run_changes_nothing_and_check_mode_touches_nothing(app):
-    first, _unused = app.run()
-    assert first.returncode == 0, first.stdout
+    # A second run changes nothing; check mode touches nothing.
     pid, digest = app.standin.pid(), app.config_digest()
 
     again, record = app.run()
@@ -205,12 +210,11 @@ def test_bad_inputs_are_refused_before_anything_changes(app, extra, cause):
     assert app.config_digest() == digest and app.standin.pid() == pid
 
 
-def test_no_secret_in_the_output_at_vvv_with_diff(app):
-    result, _unused = app.run("-vvv", "--diff")
-    assert result.returncode == 0, result.stdout
+def test_no_secret_in_the_maintenance_output_at_vvv_with_diff(app):
+    """The main entry point's run at -vvv with --diff is checked in the first test above."""
     maintenance, _unused = app.run("-vvv", "--diff", "-e", "entry=maintenance", "-e", "app_config_maintenance=enabled")
     assert maintenance.returncode == 0
-    output = result.stdout + result.stderr + maintenance.stdout + maintenance.stderr
+    output = maintenance.stdout + maintenance.stderr
     assert "api_probe" in output and "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER" in output
     for secret in app.secrets():
         assert secret not in output

@@ -5,8 +5,8 @@
   pre-flight and the Redis modules within their timeout, naming the endpoint; a wrong Redis password is
   named as such.
 * A migration file that does not parse is named with its line; a plan through files without a down file
-  is warned about; a password with a line break is refused before it breaks pg_dump; a 62-byte
-  multibyte database name migrates; a backup directory that cannot be created says why.
+  is warned about; a password with a line break is refused before it breaks pg_dump; a backup
+  directory that cannot be created says why.
 """
 
 from __future__ import annotations
@@ -29,8 +29,7 @@ from ansible.module_utils.testing import patch_module_args
 from ansible_collections.tmi.migration.plugins.module_utils import pgtools, postgres, snapshot
 from ansible_collections.tmi.migration.plugins.module_utils.runlock import Held, RunLock
 
-from conftest import BOOKKEEPING_TABLES, Database, ansible_env, run_module, run_playbook, start_module
-from tmi_testenv import fixture
+from conftest import BOOKKEEPING_TABLES, run_module, start_module
 from tmi_testenv.fixture import MIGRATIONS_DIR, schema_snapshot
 
 RENAMED = "schema_migrations_renamed"
@@ -404,26 +403,6 @@ def test_the_preflight_refuses_a_database_password_with_a_line_break(environment
     assert environment.records()[-1]["failed_phase"] == "preflight"
     assert no_backup_taken(environment)
     assert environment.state() == before
-
-
-def test_a_database_named_with_62_bytes_of_multibyte_characters_migrates(pg_server, redis_server, tmp_path):
-    name = "ü" * 28 + f"{os.getpid() % 1000000:06d}"
-    assert len(name.encode()) == 62
-    db = Database(pg_server, name)
-    try:
-        db.migrate(15)
-        fixture.generate(db.conn, 3, seed=5)
-        env = ansible_env(pg_server, redis_server, name, tmp_path)
-        result = run_playbook("migrate.yml", env, "-e", "tmi_app_enabled=false", "-e", "tmi_redis_enabled=false",
-                              "-e", "tmi_run_id=multibyte-run")
-        assert result.returncode == 0, result.stdout[-4000:]
-        assert db.query("SELECT version, dirty FROM schema_migrations") == [(17, False)]
-        record = json.loads((tmp_path / "runs" / "multibyte-run" / "run.json").read_text())
-        assert record["backup"]["verified"] is True
-        scratch = record["backup"]["verify_database"]
-        assert scratch == "ü" * 15 + "_verify_multibyte_run" and len(scratch.encode()) <= 63
-    finally:
-        db.drop()
 
 
 def test_a_backup_directory_that_cannot_be_created_names_it_and_the_os_error(environment):

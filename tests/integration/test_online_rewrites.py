@@ -557,45 +557,23 @@ def test_recover_rewrite_refuses_a_dirty_state_it_cannot_explain_and_changes_not
     assert catalog(tmi_db) == catalog_before
 
 
-def test_a_rollback_that_chooses_the_backup_for_an_interrupted_rewrite_leaves_the_dirty_flag_as_it_was(environment):
-    """auto decides before anything changes: here the run record says the down files failed in the rehearsal, so it
-    picks the emergency restore, whose guard refuses to discard the writes made since the backup. The interrupted
-    rewrite's version must still be dirty then - recorded clean, it would let a later migrate run on top of a file
-    whose deferred steps never ran."""
-    db = environment.db
-    threat = db.scalar("SELECT id::text FROM threats LIMIT 1")
-    db.query("INSERT INTO metadata (entity_type, entity_id, key, value) VALUES ('threat', %s, 'bad key!', 'x')",
-             (threat,))
-    sha = files.file_sha256(str(fixture.MIGRATIONS_DIR / "000017_enhance_metadata.up.sql"))
-    extra = {"tmi_rehearse": False, "validate_profile": "", "tmi_auto_rollback": False,
-             "migrate_rewrites": [{"version": 17, "sha256": sha}]}
-    failed = environment.playbook("migrate.yml", "-e", json.dumps(extra))
-    assert failed.returncode != 0
-    assert db.query("SELECT version, dirty FROM schema_migrations") == [(17, True)]
-    db.query("INSERT INTO metadata (entity_type, entity_id, key, value) SELECT 'threat', id, 'after_failure', 'kept' "
-             "FROM threats")
-    run_file = sorted((environment.tmp_path / "runs").glob("*/run.json"))[-1]
-    run = json.loads(run_file.read_text())
-    run["rehearsal"] = dict(run.get("rehearsal") or {}, rehearsed=True, up_ok=True, down_ok=False)
-    run_file.write_text(json.dumps(run))
-    catalog_before = catalog(db)
-
-    rolled = environment.playbook("rollback.yml")
-    assert rolled.returncode != 0, rolled.stdout[-4000:]
-    record = environment.records("rollback")[-1]["rollback"]
-    assert record["mode"] == "emergency" and record["succeeded"] is False, record
-    assert db.query("SELECT version, dirty FROM schema_migrations") == [(17, True)]
-    assert catalog(db) == catalog_before
-    assert db.scalar("SELECT count(*) FROM metadata WHERE key = 'after_failure'") > 0
-
-
-def test_a_rollback_whose_down_file_fails_after_the_recovery_leaves_a_state_migrate_refuses_until_rolled_back(
+def test_an_interrupted_rewrite_stays_dirty_under_a_refused_restore_and_after_a_failed_down_file_migrate_refuses_it(
         environment, tmp_path):
-    """The recovery records version 17 clean (its history row: rewrite-recovered) and the down file then gives up on
-    its lock: an application transaction holds metadata. The rollback falls back to the emergency restore, whose guard
-    refuses (writes since the backup), so it fails at 17, clean - with the deferred steps never run. Neither
-    migrate.yml's pg_migrate nor a newer file may run on top of that: refused, naming the cause and the remedy,
-    nothing changed. Once the transaction is gone, rollback.yml again runs the down file and keeps every write."""
+    """Both rollbacks follow one migrate.yml interrupted in the rewritten 000017 (a row the CHECK rejects).
+
+    A rollback that chooses the backup for an interrupted rewrite leaves the dirty flag as it was: with the run
+    record saying the down files failed in the rehearsal, auto decides before anything changes, so it picks the
+    emergency restore, whose guard refuses to discard the writes made since the backup. The interrupted rewrite's
+    version must still be dirty then - recorded clean, it would let a later migrate run on top of a file whose
+    deferred steps never ran.
+
+    A rollback whose down file fails after the recovery leaves a state migrate refuses until rolled back: with the
+    record as the run wrote it, the recovery records version 17 clean (its history row: rewrite-recovered) and the
+    down file then gives up on its lock: an application transaction holds metadata. The rollback falls back to the
+    emergency restore, whose guard refuses (writes since the backup), so it fails at 17, clean - with the deferred
+    steps never run. Neither migrate.yml's pg_migrate nor a newer file may run on top of that: refused, naming the
+    cause and the remedy, nothing changed. Once the transaction is gone, rollback.yml again runs the down file and
+    keeps every write."""
     db = environment.db
     before = environment.state()
     threat = db.scalar("SELECT id::text FROM threats LIMIT 1")
@@ -610,6 +588,21 @@ def test_a_rollback_whose_down_file_fails_after_the_recovery_leaves_a_state_migr
     db.query("INSERT INTO metadata (entity_type, entity_id, key, value) SELECT 'threat', id, 'after_failure', 'kept' "
              "FROM threats")
     written = db.scalar("SELECT count(*) FROM metadata WHERE key = 'after_failure'")
+
+    run_file = sorted((environment.tmp_path / "runs").glob("*/run.json"))[-1]
+    as_written = run_file.read_text()
+    run = json.loads(as_written)
+    run["rehearsal"] = dict(run.get("rehearsal") or {}, rehearsed=True, up_ok=True, down_ok=False)
+    run_file.write_text(json.dumps(run))
+    catalog_before = catalog(db)
+    rolled = environment.playbook("rollback.yml")
+    assert rolled.returncode != 0, rolled.stdout[-4000:]
+    record = environment.records("rollback")[-1]["rollback"]
+    assert record["mode"] == "emergency" and record["succeeded"] is False, record
+    assert db.query("SELECT version, dirty FROM schema_migrations") == [(17, True)]
+    assert catalog(db) == catalog_before
+    assert db.scalar("SELECT count(*) FROM metadata WHERE key = 'after_failure'") == written > 0
+    run_file.write_text(as_written)
 
     blocker = db.server.connect(db.name, autocommit=False)
     with blocker.cursor() as cur:

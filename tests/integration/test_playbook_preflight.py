@@ -7,21 +7,6 @@ import json
 from conftest import ansible_env, run_playbook
 
 
-def test_migrate_playbook_runs_preflight_and_writes_the_run_record(pg_server, redis_server, tmi_db, tmp_path):
-    """Without an application (tmi_app_enabled=false): the database and Redis phases only."""
-    tmi_db.migrate(15)
-    result = run_playbook("migrate.yml", ansible_env(pg_server, redis_server, tmi_db.name, tmp_path),
-                          "-e", f"tmi_run_dir={tmp_path}", "-e", "tmi_run_id=test-run", "-vvv",
-                          "-e", "tmi_app_enabled=false")
-    assert result.returncode == 0, result.stdout + result.stderr
-    output = result.stdout + result.stderr
-    assert pg_server.password not in output and redis_server.password not in output
-    record = json.loads((tmp_path / "test-run" / "run.json").read_text())
-    assert record["preflight"]["postgresql_version"].startswith(pg_server.server_version.split(".")[0])
-    assert record["preflight"]["redis_version"] == redis_server.server_version
-    assert oct((tmp_path / "test-run" / "run.json").stat().st_mode & 0o777) == "0o600"
-
-
 def test_wrong_database_password_fails_clearly_without_showing_it(pg_server, redis_server, tmi_db, tmp_path):
     env = ansible_env(pg_server, redis_server, tmi_db.name, tmp_path)
     env["TMI_PG_PASSWORD"] = "not-the-password-x9"
