@@ -85,20 +85,6 @@ def message_of(result) -> str:
     return " ".join((result.stdout + result.stderr).split())
 
 
-def test_writes_during_the_backup_are_kept_and_the_run_succeeds(environment):
-    writer = Writer(environment)
-    writer.start()
-    result = environment.playbook("migrate.yml")
-    ids = writer.finish()
-    assert result.returncode == 0, result.stdout[-4000:]
-    assert present(environment, ids) == len(ids)
-    record = environment.records()[-1]
-    assert written_after_backup(record) > 0, "no write happened after the backup: the test proves nothing"
-    assert not record["validation"]["failed_checks"]
-    documents = next(r for r in record["validation"]["data_check"] if r["table"] == "public.documents")
-    assert documents["verdict"] == "ok" and documents["rows_before"] == documents["rows_after"]
-
-
 def test_planned_rollback_after_a_failure_keeps_every_write(environment):
     writer = Writer(environment)
     writer.start()
