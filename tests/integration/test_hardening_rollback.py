@@ -1,6 +1,6 @@
 """rollback.yml hardened (issue 21): a run rolled back already, a failure after the application was stopped,
-run records behind many nightly no-op runs, retention of what rollbacks and config renders keep, and an
-unknown rollback mode.
+retention of what rollbacks and config renders keep, and an unknown rollback mode (run records behind many
+nightly no-op runs: test_data_safety.py).
 
 Every refusal is checked for its message and for the environment being exactly as before: schema version
 and dirty flag, every table's figures, Redis settings, the config file, maintenance mode, and the stand-in
@@ -240,32 +240,6 @@ def test_a_failure_after_the_application_was_stopped_starts_it_again_or_says_it_
     assert environment.standin.pid() is None
     environment.standin.start()
     assert {**environment.state(), "maintenance": False} == before
-
-
-def test_rollback_finds_the_run_behind_many_nightly_runs_without_a_backup(environment):
-    before = environment.state()
-    run = migrate(environment)
-    runs = environment.tmp_path / "runs"
-    newer = time.time() + 10
-    for number in range(25):
-        noop = runs / f"20261124T02{number:02d}00Z-{number}"
-        noop.mkdir()
-        (noop / "run.json").write_text(json.dumps({"run_id": noop.name, "host": "tmi_local", "failed": False,
-                                                   "backup": {}, "migration": {"plan": []}}))
-        os.utime(noop / "run.json", (newer + number, newer + number))
-    # Another host's run with a backup is newer still, and is not this host's to roll back.
-    other = runs / "20261124T030000Z-other"
-    other.mkdir()
-    (other / "run.json").write_text(json.dumps({"run_id": other.name, "host": "another_host",
-                                                "backup": {"path": "/elsewhere", "verified": True}}))
-    os.utime(other / "run.json", (newer + 60, newer + 60))
-
-    result = environment.playbook("rollback.yml")
-    assert result.returncode == 0, result.stdout[-4000:]
-    rollback = json.loads((runs / run["run_id"] / "rollback.json").read_text())
-    assert rollback["rollback"]["run_id"] == run["run_id"] and rollback["rollback"]["succeeded"] is True
-    assert environment.state() == before
-    assert not (other / "rollback.json").exists()
 
 
 def test_an_unknown_rollback_mode_is_refused_before_anything_changes(environment):
