@@ -278,7 +278,7 @@ def test_a_migration_set_that_is_not_tmi_runs_with_no_validation_variable(pg_ser
     assert fixture.current_version(tmi_db.conn) == (1, False)
 
 
-@pytest.mark.parametrize("scale", [200, pytest.param(23000, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("scale", [pytest.param(23000, marks=pytest.mark.slow)])
 def test_a_clean_run_succeeds_whatever_plan_the_planner_picks(pg_server, redis_server, tmi_db, tmp_path, scale):
     with tmi_install(pg_server, redis_server, tmi_db, tmp_path, version=15, threat_models=scale, seed=3) as (_s, env):
         result = run_playbook("migrate.yml", env)
