@@ -1,6 +1,6 @@
 """rollback.yml hardened (issue 21): a run rolled back already, a failure after the application was stopped,
-run records behind many nightly no-op runs, retention of what rollbacks and config renders keep, and an
-unknown rollback mode.
+retention of what rollbacks and config renders keep, and an unknown rollback mode (run records behind many
+nightly no-op runs: test_data_safety.py).
 
 Every refusal is checked for its message and for the environment being exactly as before: schema version
 and dirty flag, every table's figures, Redis settings, the config file, maintenance mode, and the stand-in
@@ -74,15 +74,78 @@ def migrate(environment, *extra: str) -> dict:
     return environment.records()[-1]
 
 
+def kept_comment(live: str, when: str) -> str:
+    return json.dumps({"kept_by": KEPT_BY, "was": live, "replaced_at": when, "backup": "/nowhere"}, sort_keys=True)
+
+
 def test_a_repeated_emergency_rollback_says_so_and_changes_nothing(environment, cleanup):
+    """One migrated run rolled back in emergency mode, again and again, which proves:
+    - retention: the run keeps the newest config copies, and its emergency rollback the newest kept databases
+      of this live database only, leaving those it cannot attribute;
+    - without the config copy the run made, the emergency rollback refuses before it starts;
+    - a repeated emergency rollback says the run was rolled back already and changes nothing, and a run
+      migrated again under the same run id is rolled back as usual;
+    - a database that moved on (migrated by hand) is rolled back again, but the database an earlier emergency
+      rollback kept is never overwritten: that rollback refuses and changes nothing.
+    """
+    db = environment.db.name
+    config = environment.standin.config
+    # Copies earlier renders kept (they hold passwords), oldest first, and a file that is not one of them.
+    copies = [config.parent / f"{config.name}.{1000 + day}.2026-01-{day:02d}@01:00:00~" for day in range(1, 6)]
+    for day, copy in enumerate(copies, start=1):
+        copy.write_text(config.read_text())
+        os.utime(copy, (time.time() - 86400 * (10 - day),) * 2)
+    unrelated = config.parent / f"{config.name}.bak"
+    unrelated.write_text("keep me\n")
+
+    # Databases earlier emergency rollbacks of this database kept, and some that are not theirs to drop.
+    mine = [f"{db}_before_restore_old{day}" for day in (1, 2, 3)]
+    for day, name in enumerate(mine, start=1):
+        environment.db.server.create_database(name)
+        execute(environment, f'COMMENT ON DATABASE "{name}" IS %s', (kept_comment(db, f"2026-01-0{day}T00:00:00Z"),))
+    unattributed = f"{db}_before_restore_byhand"  # no comment: nobody can say whose it is
+    someone_elses = f"{db}_before_restore_other"  # kept from another live database with the same name prefix
+    too_long = f"{db}_before_restore_{'x' * 25}"  # not a name the backup role derives
+    for name in (unattributed, someone_elses, too_long):
+        environment.db.server.create_database(name)
+    for name, live in ((someone_elses, db + "x"), (too_long, db)):
+        execute(environment, f'COMMENT ON DATABASE "{name}" IS %s', (kept_comment(live, "2026-02-01T00:00:00Z"),))
+
     before = environment.state()
     run = migrate(environment)
+    made = run["app"]["previous"][0]["backup_file"]
+    assert made and os.path.exists(made)
+    left = sorted(p.name for p in config.parent.glob(f"{config.name}.*~"))
+    assert left == sorted([os.path.basename(made), copies[4].name, copies[3].name])
+    assert sorted(item["path"] for item in run["app"]["removed_backups"]) == sorted(str(c) for c in copies[:3])
+    assert unrelated.exists()
+
+    # The copy the run made is what the rollback puts back: without it the rollback refuses before it starts.
+    os.rename(made, made + ".away")
+    migrated = environment.state()
+    refused = environment.playbook("rollback.yml", "-e", "tmi_rollback_mode=emergency")
+    assert refused.returncode != 0
+    message = message_of(refused)
+    assert f"cannot put the previous config file back: {made} (kept by the run on tmi_local) is gone" in message
+    assert "Nothing was changed." in message
+    assert environment.state() == migrated and app_is_up(environment)
+    assert environment.records("rollback") == []
+    os.rename(made + ".away", made)
+
     first = environment.playbook("rollback.yml", "-e", "tmi_rollback_mode=emergency")
     assert first.returncode == 0, first.stdout[-4000:]
     assert environment.state() == before
     record = run_dir(environment, run["run_id"]) / "rollback.json"
     written = record.read_bytes()
     assert json.loads(written)["rollback"]["mode"] == "emergency"
+    # Retention: of the kept databases of this live database, the newest stay beside the one this rollback kept.
+    rollback = environment.records("rollback")[-1]["rollback"]
+    old = rollback["restore"]["old_database"]
+    assert sorted(rollback["removed_databases"]) == sorted(mine[:2])
+    assert databases(environment) == {db, old, mine[2], unattributed, someone_elses, too_long}
+    assert unattributed in rollback["restore"]["unattributed_old"]
+    report = (run_dir(environment, run["run_id"]) / "rollback.md").read_text()
+    assert f"kept databases: {', '.join(rollback['removed_databases'])}" in report
     kept = databases(environment)
 
     again = environment.playbook("rollback.yml", "-e", "tmi_rollback_mode=emergency")
@@ -105,22 +168,16 @@ def test_a_repeated_emergency_rollback_says_so_and_changes_nothing(environment, 
     assert json.loads(record.read_text())["rollback"]["mode"] == "planned"
     assert environment.state() == before
     assert app_is_up(environment)
-
-
-def test_a_database_that_moved_on_is_rolled_back_again_but_a_kept_database_is_never_overwritten(environment, cleanup):
-    before = environment.state()
-    run = migrate(environment)
-    first = environment.playbook("rollback.yml", "-e", "tmi_rollback_mode=emergency")
-    assert first.returncode == 0, first.stdout[-4000:]
-    record = run_dir(environment, run["run_id"]) / "rollback.json"
     kept = databases(environment)
-    old = next(name for name in kept if "_before_restore_" in name)
+    assert old in kept
 
-    # Migrated by hand since: the record says rolled back, the database says otherwise.
+    # Migrated by hand since: the record says rolled back, the database says otherwise. It is rolled back
+    # again, but the name the live database would be kept under is the first emergency rollback's.
     conn = environment.db.server.connect(environment.db.name)
     fixture.apply_like_golang_migrate(conn, 17)
     conn.close()
     moved = environment.state()
+    assert moved["version"] == (17, False)
     again = environment.playbook("rollback.yml", "-e", "tmi_rollback_mode=emergency")
     assert again.returncode != 0
     message = message_of(again)
@@ -131,7 +188,6 @@ def test_a_database_that_moved_on_is_rolled_back_again_but_a_kept_database_is_ne
     assert environment.state() == moved
     assert app_is_up(environment)
     assert databases(environment) == kept
-    assert before["version"] == (15, False)
 
 
 def fake_pg_bin_dir(environment) -> str:
@@ -184,93 +240,6 @@ def test_a_failure_after_the_application_was_stopped_starts_it_again_or_says_it_
     assert environment.standin.pid() is None
     environment.standin.start()
     assert {**environment.state(), "maintenance": False} == before
-
-
-def test_rollback_finds_the_run_behind_many_nightly_runs_without_a_backup(environment):
-    before = environment.state()
-    run = migrate(environment)
-    runs = environment.tmp_path / "runs"
-    newer = time.time() + 10
-    for number in range(25):
-        noop = runs / f"20261124T02{number:02d}00Z-{number}"
-        noop.mkdir()
-        (noop / "run.json").write_text(json.dumps({"run_id": noop.name, "host": "tmi_local", "failed": False,
-                                                   "backup": {}, "migration": {"plan": []}}))
-        os.utime(noop / "run.json", (newer + number, newer + number))
-    # Another host's run with a backup is newer still, and is not this host's to roll back.
-    other = runs / "20261124T030000Z-other"
-    other.mkdir()
-    (other / "run.json").write_text(json.dumps({"run_id": other.name, "host": "another_host",
-                                                "backup": {"path": "/elsewhere", "verified": True}}))
-    os.utime(other / "run.json", (newer + 60, newer + 60))
-
-    result = environment.playbook("rollback.yml")
-    assert result.returncode == 0, result.stdout[-4000:]
-    rollback = json.loads((runs / run["run_id"] / "rollback.json").read_text())
-    assert rollback["rollback"]["run_id"] == run["run_id"] and rollback["rollback"]["succeeded"] is True
-    assert environment.state() == before
-    assert not (other / "rollback.json").exists()
-
-
-def kept_comment(live: str, when: str) -> str:
-    return json.dumps({"kept_by": KEPT_BY, "was": live, "replaced_at": when, "backup": "/nowhere"}, sort_keys=True)
-
-
-def test_retention_keeps_the_newest_kept_databases_and_config_copies(environment, cleanup):
-    db = environment.db.name
-    config = environment.standin.config
-    # Copies earlier renders kept (they hold passwords), oldest first, and a file that is not one of them.
-    copies = [config.parent / f"{config.name}.{1000 + day}.2026-01-{day:02d}@01:00:00~" for day in range(1, 6)]
-    for day, copy in enumerate(copies, start=1):
-        copy.write_text(config.read_text())
-        os.utime(copy, (time.time() - 86400 * (10 - day),) * 2)
-    unrelated = config.parent / f"{config.name}.bak"
-    unrelated.write_text("keep me\n")
-
-    # Databases earlier emergency rollbacks of this database kept, and some that are not theirs to drop.
-    mine = [f"{db}_before_restore_old{day}" for day in (1, 2, 3)]
-    for day, name in enumerate(mine, start=1):
-        environment.db.server.create_database(name)
-        execute(environment, f'COMMENT ON DATABASE "{name}" IS %s', (kept_comment(db, f"2026-01-0{day}T00:00:00Z"),))
-    unattributed = f"{db}_before_restore_byhand"  # no comment: nobody can say whose it is
-    someone_elses = f"{db}_before_restore_other"  # kept from another live database with the same name prefix
-    too_long = f"{db}_before_restore_{'x' * 25}"  # not a name the backup role derives
-    for name in (unattributed, someone_elses, too_long):
-        environment.db.server.create_database(name)
-    for name, live in ((someone_elses, db + "x"), (too_long, db)):
-        execute(environment, f'COMMENT ON DATABASE "{name}" IS %s', (kept_comment(live, "2026-02-01T00:00:00Z"),))
-
-    before = environment.state()
-    run = migrate(environment)
-    made = run["app"]["previous"][0]["backup_file"]
-    assert made and os.path.exists(made)
-    left = sorted(p.name for p in config.parent.glob(f"{config.name}.*~"))
-    assert left == sorted([os.path.basename(made), copies[4].name, copies[3].name])
-    assert sorted(item["path"] for item in run["app"]["removed_backups"]) == sorted(str(c) for c in copies[:3])
-    assert unrelated.exists()
-
-    # The copy the run made is what the rollback puts back: without it the rollback refuses before it starts.
-    os.rename(made, made + ".away")
-    migrated = environment.state()
-    refused = environment.playbook("rollback.yml", "-e", "tmi_rollback_mode=emergency")
-    assert refused.returncode != 0
-    message = message_of(refused)
-    assert f"cannot put the previous config file back: {made} (kept by the run on tmi_local) is gone" in message
-    assert "Nothing was changed." in message
-    assert environment.state() == migrated and app_is_up(environment)
-    assert environment.records("rollback") == []
-    os.rename(made + ".away", made)
-
-    result = environment.playbook("rollback.yml", "-e", "tmi_rollback_mode=emergency")
-    assert result.returncode == 0, result.stdout[-4000:]
-    assert environment.state() == before
-    rollback = environment.records("rollback")[-1]["rollback"]
-    new = rollback["restore"]["old_database"]
-    assert sorted(rollback["removed_databases"]) == sorted(mine[:2])
-    assert databases(environment) == {db, new, mine[2], unattributed, someone_elses, too_long}
-    assert unattributed in rollback["restore"]["unattributed_old"]
-    report = (run_dir(environment, run["run_id"]) / "rollback.md").read_text()
-    assert f"kept databases: {', '.join(rollback['removed_databases'])}" in report
 
 
 def test_an_unknown_rollback_mode_is_refused_before_anything_changes(environment):

@@ -85,24 +85,6 @@ def test_000017_holds_access_exclusive_on_metadata_and_a_tighter_budget_stops_be
     assert "metadata ACCESS EXCLUSIVE" in rehearsal["lines"][1] and "(rewritten)" in rehearsal["lines"][1]
 
 
-def test_a_run_shows_the_rehearsal_before_maintenance_and_records_it_for_the_report(environment):
-    result = environment.playbook("migrate.yml")
-    assert result.returncode == 0, result.stdout[-4000:]
-    output = result.stdout
-    assert output.find("000017 enhance_metadata: ") < output.find("TASK [Switch the application to maintenance mode]")
-    record = environment.records()[-1]
-    assert [phase["phase"] for phase in record["phases"]][:6] == ["preflight", "backup", "rehearsal", "window",
-                                                                  "migrate_before", "maintenance"]
-    assert record["rehearsal"]["reversible"] is True
-    report = (environment.tmp_path / "runs" / record["run_id"] / "run.md").read_text()
-    assert "## Rehearsal" in report and "| 000017 enhance_metadata | 4 |" in report
-    assert "public.metadata ACCESS EXCLUSIVE" in report
-    # 000017 retypes metadata.key the same way on the copy and in production: the same figures.
-    assert set(record["rehearsal"]["figures_after_up"]) == {"public.metadata"}
-    assert [w for w in record["validation"]["warnings"] if w["check"] == "differs_from_rehearsal"] == []
-    assert scratch_copies(environment) == []
-
-
 def test_with_the_rehearsal_switched_off_the_run_is_as_before(environment):
     result = environment.playbook("migrate.yml", "-e", "tmi_rehearse=false")
     assert result.returncode == 0, result.stdout[-4000:]
