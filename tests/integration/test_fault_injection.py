@@ -33,7 +33,7 @@ FAULTS = {
     "migration_17": ({"tmi_rehearse": False}, True, (17, "SELECT 1/0;")),
     "post_validation": ({"validate_expected_indexes": [{"name": "idx_missing_on_purpose", "table": "threats",
                                                         "columns": ["name"]}]}, True, None),
-    "redis": ({"redis_config_settings": {"maxmemory-policy": "not-a-policy"}}, True, None),
+    # The redis phase's failure (a value the server refuses) is test_run_record's automatic rollback.
     # Found by the pre-flight, which renders the template before anything changes.
     "config_render": ({"app_config_extra": {"auth": {"secret": "{{ undefined_secret_variable }}"}}}, False, None),
     # The new config stops the application from starting (a TTL it cannot parse).
@@ -42,7 +42,7 @@ FAULTS = {
                 "app_config_health_retries": 1, "app_config_health_delay": 0}, True, None),
 }
 PHASE_OF = {"preflight": "preflight", "backup": "backup", "backup_verification": "backup", "rehearsal": "rehearsal",
-            "migration_16": "migrate", "migration_17": "migrate", "post_validation": "validate", "redis": "redis",
+            "migration_16": "migrate", "migration_17": "migrate", "post_validation": "validate",
             "config_render": "preflight", "restart": "app", "health": "app"}
 
 
