@@ -25,8 +25,8 @@ FAULTS = {
     "backup": ({"backup_pg_bin_dir": "/nonexistent/bin"}, False, None),
     # The scratch database of the verification already exists (created by the test).
     "backup_verification": ({"tmi_run_id": "faultverify"}, False, None),
-    # A file that fails on the data stops the run in the rehearsal, on the backup's copy: production is not touched.
-    "rehearsal": ({}, False, (17, "SELECT 1/0;")),
+    # A file that fails on the data stops the run in the rehearsal, on the backup's copy, production untouched:
+    # test_rehearsal_run's failing-on-existing-rows test.
     # The same failure in production itself (one the rehearsal could not see, such as rows written after the
     # backup that break a new constraint): the rehearsal is switched off to get there.
     "migration_16": ({"migrate_online_index_builds": False, "tmi_rehearse": False}, True, (16, "SELECT 1/0;")),
@@ -41,7 +41,7 @@ FAULTS = {
     # An application that runs but is unhealthy fails the same app phase and is rolled back the same way; its
     # detection (the endpoint's answer in the message) is test_app_config's health test.
 }
-PHASE_OF = {"preflight": "preflight", "backup": "backup", "backup_verification": "backup", "rehearsal": "rehearsal",
+PHASE_OF = {"preflight": "preflight", "backup": "backup", "backup_verification": "backup",
             "migration_16": "migrate", "migration_17": "migrate", "post_validation": "validate",
             "config_render": "preflight", "restart": "app"}
 
@@ -74,8 +74,7 @@ def test_a_failure_at_each_phase_leaves_the_environment_as_before(environment, f
         assert record["rollback"]["mode"] == expected_mode
     else:
         assert "rollback" not in record or not record["rollback"]
-        assert ("none needed (production was not changed" if fault == "rehearsal"
-                else "no verified backup was taken") in message
+        assert "no verified backup was taken" in message
 
 
 def test_killed_mid_migration_then_rollback_playbook_restores_a_clean_state(environment, pg_server):

@@ -75,9 +75,15 @@ def test_a_migration_that_fails_on_existing_rows_stops_in_the_rehearsal_with_pro
     assert environment.state() == before
     assert scratch_copies(environment) == []
     record = environment.records()[-1]
-    assert record["failed_phase"] == "rehearsal" and record["rehearsal"]["up_ok"] is False
+    assert record["failed"] is True and record["failed_phase"] == "rehearsal"
+    assert record["rehearsal"]["up_ok"] is False and not record.get("rollback")
     report = (environment.tmp_path / "runs" / record["run_id"] / "run.md").read_text()
     assert "**The run stopped here: The migration failed in the rehearsal" in report
+    assert "| rehearsal | failed |" in report and "— FAILED" in report
+    # The last message (the callback folds long messages: compare with the whitespace normalised).
+    last = " ".join(result.stdout[result.stdout.rfind("Phase "):].split())
+    assert last.startswith("Phase rehearsal failed at ")
+    assert "Rollback: none needed (production was not changed" in last
 
 
 def test_000017_holds_access_exclusive_on_metadata_and_a_tighter_budget_stops_before_production(environment):
