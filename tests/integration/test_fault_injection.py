@@ -23,25 +23,24 @@ FAULTS = {
     "backup": ({"backup_pg_bin_dir": "/nonexistent/bin"}, False, None),
     # The scratch database of the verification already exists (created by the test).
     "backup_verification": ({"tmi_run_id": "faultverify"}, False, None),
-    # A file that fails on the data stops the run in the rehearsal, on the backup's copy, production untouched:
-    # test_rehearsal_run's failing-on-existing-rows test.
-    # The same failure in production itself (one the rehearsal could not see, such as rows written after the
+    # (Proven elsewhere: a file that fails on the data stops the run in the rehearsal, on the backup's copy, with
+    # production untouched - test_rehearsal_run's failing-on-existing-rows test.)
+    # A failure in production itself (one the rehearsal could not see, such as rows written after the
     # backup that break a new constraint): the rehearsal is switched off to get there.
     "migration_16": ({"migrate_online_index_builds": False, "tmi_rehearse": False}, True, (16, "SELECT 1/0;")),
     "migration_17": ({"tmi_rehearse": False}, True, (17, "SELECT 1/0;")),
     "post_validation": ({"validate_expected_indexes": [{"name": "idx_missing_on_purpose", "table": "threats",
                                                         "columns": ["name"]}]}, True, None),
-    # The redis phase's failure (a value the server refuses) is test_run_record's automatic rollback.
-    # Found by the pre-flight, which renders the template before anything changes.
-    "config_render": ({"app_config_extra": {"auth": {"secret": "{{ undefined_secret_variable }}"}}}, False, None),
+    # (Proven elsewhere: the redis phase's failure, a value the server refuses, is test_run_record's automatic
+    # rollback; a config template that does not render is found by the pre-flight before anything changes, by the
+    # same render task and refusal as test_hardening_run's template_does_not_parse input.)
     # The new config stops the application from starting (a TTL it cannot parse).
     "restart": ({"app_config_cache": {"enabled": True, "default_ttl": "soon"}}, True, None),
-    # An application that runs but is unhealthy fails the same app phase and is rolled back the same way; its
-    # detection (the endpoint's answer in the message) is test_app_config's health test.
+    # (An application that runs but is unhealthy fails the same app phase and is rolled back the same way; its
+    # detection, the endpoint's answer in the message, is test_app_config's health test.)
 }
 PHASE_OF = {"preflight": "preflight", "backup": "backup", "backup_verification": "backup",
-            "migration_16": "migrate", "migration_17": "migrate", "post_validation": "validate",
-            "config_render": "preflight", "restart": "app"}
+            "migration_16": "migrate", "migration_17": "migrate", "post_validation": "validate", "restart": "app"}
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
