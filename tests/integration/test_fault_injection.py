@@ -17,33 +17,30 @@ import time
 
 import pytest
 
-from tmi_testenv import fixture
-
 # phase -> (extra vars making it fail, whether a verified backup exists by then, migration to break)
 FAULTS = {
     "preflight": ({"validate_min_postgresql_version": 99}, False, None),
     "backup": ({"backup_pg_bin_dir": "/nonexistent/bin"}, False, None),
     # The scratch database of the verification already exists (created by the test).
     "backup_verification": ({"tmi_run_id": "faultverify"}, False, None),
-    # A file that fails on the data stops the run in the rehearsal, on the backup's copy: production is not touched.
-    "rehearsal": ({}, False, (17, "SELECT 1/0;")),
-    # The same failure in production itself (one the rehearsal could not see, such as rows written after the
+    # (Proven elsewhere: a file that fails on the data stops the run in the rehearsal, on the backup's copy, with
+    # production untouched - test_rehearsal_run's failing-on-existing-rows test.)
+    # A failure in production itself (one the rehearsal could not see, such as rows written after the
     # backup that break a new constraint): the rehearsal is switched off to get there.
     "migration_16": ({"migrate_online_index_builds": False, "tmi_rehearse": False}, True, (16, "SELECT 1/0;")),
     "migration_17": ({"tmi_rehearse": False}, True, (17, "SELECT 1/0;")),
     "post_validation": ({"validate_expected_indexes": [{"name": "idx_missing_on_purpose", "table": "threats",
                                                         "columns": ["name"]}]}, True, None),
-    "redis": ({"redis_config_settings": {"maxmemory-policy": "not-a-policy"}}, True, None),
-    # Found by the pre-flight, which renders the template before anything changes.
-    "config_render": ({"app_config_extra": {"auth": {"secret": "{{ undefined_secret_variable }}"}}}, False, None),
+    # (Proven elsewhere: the redis phase's failure, a value the server refuses, is test_run_record's automatic
+    # rollback; a config template that does not render is found by the pre-flight before anything changes, by the
+    # same render task and refusal as test_hardening_run's template_does_not_parse input.)
     # The new config stops the application from starting (a TTL it cannot parse).
     "restart": ({"app_config_cache": {"enabled": True, "default_ttl": "soon"}}, True, None),
-    "health": ({"app_config_database": {"host": "127.0.0.1", "port": 1, "name": "tmi", "user": "x", "password": "y"},
-                "app_config_health_retries": 1, "app_config_health_delay": 0}, True, None),
+    # (An application that runs but is unhealthy fails the same app phase and is rolled back the same way; its
+    # detection, the endpoint's answer in the message, is test_app_config's health test.)
 }
-PHASE_OF = {"preflight": "preflight", "backup": "backup", "backup_verification": "backup", "rehearsal": "rehearsal",
-            "migration_16": "migrate", "migration_17": "migrate", "post_validation": "validate", "redis": "redis",
-            "config_render": "preflight", "restart": "app", "health": "app"}
+PHASE_OF = {"preflight": "preflight", "backup": "backup", "backup_verification": "backup",
+            "migration_16": "migrate", "migration_17": "migrate", "post_validation": "validate", "restart": "app"}
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
@@ -74,8 +71,12 @@ def test_a_failure_at_each_phase_leaves_the_environment_as_before(environment, f
         assert record["rollback"]["mode"] == expected_mode
     else:
         assert "rollback" not in record or not record["rollback"]
-        assert ("none needed (production was not changed" if fault == "rehearsal"
-                else "no verified backup was taken") in message
+        assert "no verified backup was taken" in message
+    if fault == "migration_17":
+        # Without the rehearsal the backup drops the verified copy it does not keep: none is left, restore included.
+        assert record["backup"]["scratch_db"] == ""
+        assert environment.db.server.query_one(
+            f"SELECT count(*) FROM pg_database WHERE datname LIKE '{environment.db.name}%\\_verify\\_%'") == 0
 
 
 def test_killed_mid_migration_then_rollback_playbook_restores_a_clean_state(environment, pg_server):
@@ -118,11 +119,10 @@ def test_killed_mid_migration_then_rollback_playbook_restores_a_clean_state(envi
     assert rollback["rollback"]["mode"] == "emergency" and rollback["rollback"]["succeeded"] is True
 
 
-def test_planned_rollback_refuses_a_change_its_down_files_do_not_explain(environment, pg_server):
+def test_planned_rollback_refuses_a_change_its_down_files_do_not_explain(environment):
     """Rows deleted by the application after the migration are its writes, not a difference; rows a down file
-    deletes through dynamic SQL, which the analysis cannot read, are - planned refuses, and auto (allowed to discard
-    what changed after the backup) falls back to the backup."""
-    before = environment.state()
+    deletes through dynamic SQL, which the analysis cannot read, are: planned refuses. (That auto then falls back to
+    the backup is test_hardening_catalog's planned-refuses-and-auto-restores test.)"""
     path = environment.broken_migrations(17, "")
     down = next((environment.tmp_path / "migrations").glob("000017_*.down.sql"))
     purge = "DO $$ BEGIN EXECUTE 'DELETE FROM documents WHERE ctid IN (SELECT ctid FROM documents LIMIT 3)'; END $$;"
@@ -137,13 +137,3 @@ def test_planned_rollback_refuses_a_change_its_down_files_do_not_explain(environ
     assert "public.documents" in message and "a DO block" in message
     record = environment.records("rollback")[-1]["rollback"]
     assert record["mode"] == "planned" and record["succeeded"] is False
-
-    environment.db.conn.close()
-    environment.db.conn = pg_server.connect(environment.db.name)
-    fixture.apply_like_golang_migrate(environment.db.conn, 17, environment.tmp_path / "migrations")
-    auto = environment.playbook("rollback.yml", "-e", f"tmi_migrations_path={path}", "-e",
-                                "tmi_rollback_allow_data_loss=true")
-    assert auto.returncode == 0, auto.stdout[-4000:]
-    record = environment.records("rollback")[-1]["rollback"]
-    assert record["mode"] == "emergency" and "public.documents" in record["planned_error"]
-    assert environment.state() == before

@@ -21,6 +21,14 @@ def test_rollback_yml_and_the_automatic_rollback_write_records_of_the_same_shape
     assert environment.state() == before
     automatic = json.loads((environment.tmp_path / "runs" / "auto-rb" / "run.json").read_text())
     assert automatic["rollback"]["succeeded"] is True and automatic["rollback"]["mode"] == "planned"
+    # The failure is named in the record, the report and the last message, rollback included.
+    assert automatic["failed"] is True and automatic["failed_phase"] == "redis"
+    report = (environment.tmp_path / "runs" / "auto-rb" / "run.md").read_text()
+    assert "| redis | failed |" in report and "— FAILED" in report
+    # The callback folds long messages: compare with the whitespace normalised.
+    message = " ".join(failed.stdout[failed.stdout.rfind("Phase "):].split())
+    assert message.startswith("Phase redis failed at ")
+    assert "-- Rollback: " in message and " succeeded, the database is back at version 15" in message
     # The migration section is the forward migration's, not what the rollback's own reads of the state returned.
     assert str(automatic["migration"]["version_before"]) == "15"
     assert str(automatic["migration"]["version_after"]) == "17"
