@@ -229,12 +229,13 @@ def environment(pg_server, redis_server, tmi_db, tmp_path):
         yield Environment(redis_server, tmi_db, tmp_path, *installed)
 
 
-# The longest integration files first (their tests took 3-25 min together in a full run), in this order, then the
-# rest as collected, the unit tests last: pytest-xdist hands tests out in this order, so the workers start on the
-# long ones and the short ones fill the end, instead of one worker finishing a long file alone.
-LONGEST_FIRST = ("test_fault_injection", "test_data_safety", "test_hardening_rollback", "test_rehearsal_run",
-                 "test_hardening_run", "test_benchmarks", "test_online_rewrites", "test_app_config",
-                 "test_maintenance_window", "test_run_record", "test_hardening_modules", "test_hardening_catalog")
+# The integration files with the longest single tests first (a 5-10 minute test started last leaves one worker
+# finishing it alone), then the other long files, then the rest as collected, the unit tests last: pytest-xdist
+# hands tests out in this order, so the workers start on the long ones and the short ones fill the end.
+LONGEST_FIRST = ("test_hardening_rollback", "test_run_record", "test_awx_runner", "test_fault_injection",
+                 "test_data_safety", "test_online_rewrites", "test_rehearsal_run", "test_hardening_run",
+                 "test_benchmarks", "test_maintenance_window", "test_app_config", "test_hardening_modules",
+                 "test_hardening_catalog")
 
 
 def pytest_collection_modifyitems(config, items):
