@@ -102,8 +102,11 @@ echo "== sanity, Molecule and the version matrix: started in the background (.bu
 echo "== pytest: unit and integration tests (real PostgreSQL ${TMI_PG_VERSION:-18}, Redis ${TMI_REDIS_VERSION:-6.2})"
 # Three workers (pytest-xdist), each with its own servers: most of a test's time is spent waiting on
 # ansible-playbook, the servers and the stand-in, so a third worker fills two cores better than two do.
+# --dist worksteal: xdist's default hands each worker a fixed first batch of tests, so at the end one worker
+# still ran its queue of playbook tests one after another while the others idled; with worksteal an idle
+# worker takes tests from a busy one's queue.
 pytest_status=0
-pytest -p no:cacheprovider -n "${PYTEST_WORKERS:-3}" -m "not serial" --junitxml=.build/pytest.xml ${PYTEST_ARGS:-} \
+pytest -p no:cacheprovider -n "${PYTEST_WORKERS:-3}" --dist worksteal -m "not serial" --junitxml=.build/pytest.xml ${PYTEST_ARGS:-} \
   || pytest_status=$?
 
 background_status=0
