@@ -83,6 +83,15 @@ def tmi_db(pg_server):
     db.drop()
 
 
+@pytest.fixture
+def big_db(tmi_db):
+    """A TMI database at version 15 with about 110k rows."""
+    tmi_db.migrate(15)
+    counts = fixture.generate(tmi_db.conn, 2500)
+    assert sum(counts.values()) >= 100_000
+    return tmi_db
+
+
 def ansible_env(pg: PostgresServer, redis_server: RedisServer | None, dbname: str,
                 workdir: Path | None = None) -> dict[str, str]:
     """The environment inventories/local reads; backups and run records go under workdir when given."""

@@ -27,7 +27,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.tmi.migration.plugins.module_utils.snapshot import whole_rows
+from ansible_collections.tmi.migration.plugins.module_utils.snapshot import incomparable, same_content, whole_rows
 
 ERROR = "error"
 WARNING = "warning"
@@ -108,8 +108,7 @@ def judge(baseline, after, changes, unknown=(), allow=None, ignore=(), expected=
         elif before is None:
             row["content"] = "new"
         else:
-            row["content"] = "unchanged" if (before["rows"], before["checksum"]) == (now["rows"], now["checksum"]) \
-                else "changed"
+            row["content"] = {True: "unchanged", False: "changed", None: "not comparable"}[same_content(before, now)]
             if before.get("columns") is not None:
                 row["compared_columns"] = before["columns"]
         if problem:
@@ -182,6 +181,8 @@ def _table_problem(table, before, now, change):
     if now["rows"] != before["rows"]:
         return ("data_changed", "%s: %d rows expected, %d found, and no statement writes to it"
                 % (table, before["rows"], now["rows"]))
+    if same_content(before, now) is None:
+        return ("incomparable_figures", incomparable(table, before, now))
     if now["checksum"] != before["checksum"]:
         what = ("the columns it kept (%s)" % ", ".join(before["columns"])) if before.get("columns") is not None \
             else "its rows"
@@ -212,6 +213,9 @@ def discards(backup, live, changes=None, baseline=None, after=None, ignore=()):
             found.append(dict(table=table, backup_rows=None, live_rows=now["rows"],
                               message="%s holds %d rows %s and the backup has no such table: the swap would drop it"
                                       % (table, now["rows"], when)))
+        elif same_content(then, now) is None:
+            found.append(dict(table=table, backup_rows=then["rows"], live_rows=now["rows"],
+                              message=incomparable(table, then, now) + ": the swap cannot be shown to discard nothing"))
         elif whole_rows(then) != whole_rows(now):
             extra = now["rows"] - then["rows"]
             found.append(dict(table=table, backup_rows=then["rows"], live_rows=now["rows"],

@@ -32,22 +32,27 @@ def table_sizes(cursor):
     return dict(((schema, name), size) for schema, name, size in cursor.fetchall())
 
 
-def figures_job(schema, table, columns=None):
-    """A pool job: ('schema.table', figures) of one table (over ``columns`` only, if given)."""
+def figures_job(schema, table, columns=None, like=None):
+    """A pool job: ('schema.table', figures) of one table (over ``columns`` only, if given; with the algorithm
+    of ``like``, the figures they will be compared with, if given)."""
+    algorithm = snapshot.algorithm_of(like) if like is not None else None
+
     def job(cursor):
-        return "%s.%s" % (schema, table), snapshot.table_figures(cursor, schema, table, columns)
+        return "%s.%s" % (schema, table), snapshot.table_figures(cursor, schema, table, columns, algorithm)
     return job
 
 
-def parallel_figures(connect, size, dbname=None, skip=()):
-    """The figures ``snapshot.take`` returns for every user table (but those named in ``skip``),
-    computed over ``size`` connections that share one snapshot, the largest tables first."""
+def parallel_figures(connect, size, dbname=None, skip=(), like=None):
+    """The figures ``snapshot.take`` returns for every user table (but those named in ``skip``; ``like`` as
+    there), computed over ``size`` connections that share one snapshot, the largest tables first."""
+    like = like or {}
     pool = SnapshotPool(connect, size, workers_per_scan=0, dbname=dbname)
     try:
         with pool.cursor as cur:
             tables = [t for t in snapshot.user_tables(cur) if "%s.%s" % t not in skip]
             sizes = table_sizes(cur)
-        results = pool.run([figures_job(schema, table) for schema, table in tables],
+        results = pool.run([figures_job(schema, table, like=like.get("%s.%s" % (schema, table)))
+                            for schema, table in tables],
                            costs=[sizes.get(table, 0) for table in tables])
     finally:
         pool.close()

@@ -498,14 +498,14 @@ class Rehearsal(migrator.Migrator):
                                                          table=table, seconds=seconds))
         result["up_ok"] = True
         with self.conn.cursor() as cur:
-            result["figures_after_up"] = snapshot.take(cur, tables=self._existing(figured))
+            result["figures_after_up"] = snapshot.take(cur, tables=self._existing(figured), like=start_figures)
         self._down(migrations, current, before, result)
         if result["down_ok"]:
             after_down = catalog(self.execute, own)
             result["schema_differences"] = catalog_differences(catalog_before, after_down)
-            with self.conn.cursor() as cur:
-                now = snapshot.take(cur, tables=self._existing(figured))
             expected = dict((name, start_figures[name]) for name in figured if name in start_figures)
+            with self.conn.cursor() as cur:
+                now = snapshot.take(cur, tables=self._existing(figured), like=expected)
             result["data_differences"] = snapshot.compare(expected, now)
             result.update(schema_restored=not result["schema_differences"],
                           data_restored=not result["data_differences"])

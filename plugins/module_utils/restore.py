@@ -181,13 +181,14 @@ class Restorer(object):
         self.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
                      "AND pid <> pg_backend_pid()", (name,))
 
-    def figures(self, name):
-        """The restored tables' figures, over as many connections as pg_restore had jobs."""
-        return parallel_figures(self.connect, self.options.get("jobs", 2), dbname=name)
+    def figures(self, name, like):
+        """The restored tables' figures, computed like ``like``'s, over as many connections as pg_restore had
+        jobs."""
+        return parallel_figures(self.connect, self.options.get("jobs", 2), dbname=name, like=like)
 
     def verify(self, name, manifest):
         """The differences between database ``name`` and the backup's figures (none: the same data)."""
-        return snapshot.compare(manifest["figures"], self.figures(name))
+        return snapshot.compare(manifest["figures"], self.figures(name, manifest["figures"]))
 
     def ignored(self):
         """The tables a guard leaves out: the bookkeeping tables (always) and the option ``ignore``."""
@@ -201,7 +202,12 @@ class Restorer(object):
         ignore = self.ignored()
         figures = None
         if not (writes_stopped and baseline):
-            figures = parallel_figures(self.connect, self.options.get("jobs", 2), dbname=live, skip=ignore)
+            # Each table figured as the figures it is compared with: the backup's, else the run's own.
+            like = dict(after or {})
+            like.update(baseline or {})
+            like.update(manifest["figures"])
+            figures = parallel_figures(self.connect, self.options.get("jobs", 2), dbname=live, skip=ignore,
+                                       like=like)
         return datacheck.discards(manifest["figures"], figures, changes, baseline, after, ignore)
 
     def swap(self, live, new, old):

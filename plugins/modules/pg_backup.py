@@ -99,10 +99,14 @@ dump_size:
   returned: when a dump exists
   type: int
 figures:
-  description: Per table (C(schema.table)), the row count and content checksum taken in the dump's snapshot.
+  description:
+    - Per table (C(schema.table)), the row count and content checksum taken in the dump's snapshot, and the
+      checksum's C(algorithm) (C(hash64) on PostgreSQL 14 and later, else C(md5)).
+    - Figures that name no algorithm (written by earlier versions of this collection) are C(md5) figures, and
+      M(tmi.migration.pg_restore_backup) verifies them as such.
   returned: when a dump exists
   type: dict
-  sample: {"public.threats": {"rows": 230000, "checksum": "-123456789012345"}}
+  sample: {"public.threats": {"rows": 230000, "checksum": "-123456789012345", "algorithm": "hash64"}}
 files:
   description: Number of files in the dump.
   returned: when a dump exists

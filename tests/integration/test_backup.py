@@ -18,15 +18,6 @@ PLAYBOOK = str(REPO / "tests" / "integration" / "playbooks" / "backup_role.yml")
 FIGURES_SQL_TABLES = ("threat_models", "threats", "documents", "sources", "metadata")
 
 
-@pytest.fixture
-def big_db(tmi_db):
-    """A TMI database at version 15 with about 110k rows."""
-    tmi_db.migrate(15)
-    counts = fixture.generate(tmi_db.conn, 2500)
-    assert sum(counts.values()) >= 100_000
-    return tmi_db
-
-
 def backup(db, dest, **extra):
     dest.mkdir(parents=True, exist_ok=True)
     return run_module("pg_backup", {"dest": str(dest), "pg_bin_dir": str(db.server.client_bindir),

@@ -262,3 +262,22 @@ def test_a_table_production_did_not_write_since_the_backup_must_end_as_in_the_re
     assert "11 rows instead of the 10" in findings[0]["message"]
     # Production wrote to the table between the backup and the baseline: the rehearsal says nothing of it.
     assert datacheck.rehearsed_results({"public.metadata": fig(11, "9")}, rehearsed, start) == {}
+
+
+def test_figures_of_different_algorithms_are_never_judged_equal_or_changed():
+    hashed = dict(fig(5, "c"), algorithm="hash64")  # the same checksum text, by another algorithm
+    rows, findings = datacheck.judge({T: fig(5, "c")}, {T: hashed}, {})
+    assert rows[0]["content"] == "not comparable"
+    assert [(f["check"], f["severity"]) for f in findings] == [("incomparable_figures", "error")]
+    assert "computed by different algorithms (md5 and hash64)" in findings[0]["message"]
+    # Row counts still compare: rows lost are lost whatever the checksums.
+    _rows, lost = datacheck.judge({T: fig(5)}, {T: dict(fig(4), algorithm="hash64")}, {})
+    assert [f["check"] for f in lost] == ["data_lost"]
+
+
+def test_a_swap_whose_figures_cannot_be_compared_is_refused():
+    found = datacheck.discards({T: fig(5, "c")}, {T: dict(fig(5, "c"), algorithm="hash64")})
+    assert [f["table"] for f in found] == [T]
+    assert "cannot be compared" in found[0]["message"] and "cannot be shown to discard nothing" in found[0]["message"]
+    # Nor does a rehearsal's figure stand for a table whose backup figure was computed otherwise.
+    assert datacheck.rehearsed_results({T: fig(5, "c")}, {T: fig(6)}, {T: dict(fig(5, "c"), algorithm="hash64")}) == {}
