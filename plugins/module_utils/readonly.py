@@ -45,17 +45,21 @@ def figures_job(schema, table, columns=None, like=None):
 def parallel_figures(connect, size, dbname=None, skip=(), like=None):
     """The figures ``snapshot.take`` returns for every user table (but those named in ``skip``; ``like`` as
     there), computed over ``size`` connections that share one snapshot, the largest tables first."""
-    like = like or {}
     pool = SnapshotPool(connect, size, workers_per_scan=0, dbname=dbname)
     try:
-        with pool.cursor as cur:
-            tables = [t for t in snapshot.user_tables(cur) if "%s.%s" % t not in skip]
-            sizes = table_sizes(cur)
-        results = pool.run([figures_job(schema, table, like=like.get("%s.%s" % (schema, table)))
-                            for schema, table in tables],
-                           costs=[sizes.get(table, 0) for table in tables])
+        return pool_figures(pool, skip, like)
     finally:
         pool.close()
+
+
+def pool_figures(pool, skip=(), like=None):
+    """``parallel_figures`` on the connections of an open ``SnapshotPool`` (whose snapshot a pg_dump may share)."""
+    like = like or {}
+    with pool.cursor as cur:
+        tables = [t for t in snapshot.user_tables(cur) if "%s.%s" % t not in skip]
+        sizes = table_sizes(cur)
+    results = pool.run([figures_job(schema, table, like=like.get("%s.%s" % (schema, table)))
+                        for schema, table in tables], costs=[sizes.get(table, 0) for table in tables])
     return dict(results)
 
 
@@ -72,7 +76,7 @@ class SnapshotPool(object):
 
     def __init__(self, connect, size, workers_per_scan=None, dbname=None):
         self.connections = []
-        snapshot_id = None
+        self.snapshot_id = snapshot_id = None
         for _index in range(max(1, size)):
             conn = connect(dbname=dbname)
             self.connections.append(conn)
@@ -80,7 +84,7 @@ class SnapshotPool(object):
                 cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 if snapshot_id is None:
                     cur.execute("SELECT pg_export_snapshot()")
-                    snapshot_id = cur.fetchone()[0]
+                    self.snapshot_id = snapshot_id = cur.fetchone()[0]
                 else:
                     cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot_id,))
                 if workers_per_scan is not None:

@@ -40,6 +40,15 @@ options:
     type: int
     default: 2
     version_added: 0.1.0
+  figures_jobs:
+    description:
+      - Connections that compute the figures while pg_dump runs, all in the dump's snapshot, the largest tables
+        first. C(0) uses as many as O(jobs).
+      - They share the cores with pg_dump's jobs; docs/benchmarks.md (benchmark 2) measures one connection against
+        O(jobs) connections on two cores.
+    type: int
+    default: 0
+    version_added: 0.1.0
   compress:
     description: Compression level of the dump, 0 (none) to 9.
     type: int
@@ -127,9 +136,10 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
-from ansible_collections.tmi.migration.plugins.module_utils import pgtools, snapshot
+from ansible_collections.tmi.migration.plugins.module_utils import pgtools
 from ansible_collections.tmi.migration.plugins.module_utils.migrations import file_sha256
-from ansible_collections.tmi.migration.plugins.module_utils.postgres import argument_spec, connect
+from ansible_collections.tmi.migration.plugins.module_utils.postgres import argument_spec, connect, connector
+from ansible_collections.tmi.migration.plugins.module_utils.readonly import SnapshotPool, pool_figures
 
 MANIFEST = "manifest.json"
 DUMP_DIR = "db.dump"
@@ -170,6 +180,7 @@ def main():
             dest=dict(type="path", required=True),
             pg_bin_dir=dict(type="path", default=""),
             jobs=dict(type="int", default=2),
+            figures_jobs=dict(type="int", default=0),
             compress=dict(type="int", default=1),
             min_free_space_factor=dict(type="float", default=1.25),
             run_id=dict(type="str", default=""),
@@ -180,8 +191,8 @@ def main():
     dest = params["dest"]
     manifest_path = os.path.join(dest, MANIFEST)
     dump = os.path.join(dest, DUMP_DIR)
-    if not 0 <= params["compress"] <= 9 or params["jobs"] < 1:
-        module.fail_json(msg="compress must be 0 to 9 and jobs 1 or more.")
+    if not 0 <= params["compress"] <= 9 or params["jobs"] < 1 or params["figures_jobs"] < 0:
+        module.fail_json(msg="compress must be 0 to 9, jobs 1 or more and figures_jobs 0 or more.")
     # Check mode creates no directory: the one the role would create must be creatable.
     writable = nearest_directory(dest) if module.check_mode else dest
     if not os.path.isdir(writable) or not os.access(writable, os.W_OK | os.X_OK):
@@ -221,21 +232,22 @@ def main():
             module.exit_json(**result)
 
         started = time.monotonic()
-        with conn.cursor() as cur:
-            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            cur.execute("SELECT pg_export_snapshot()")
-            snapshot_id = cur.fetchone()[0]
+        # The pool's first connection exports the snapshot pg_dump reads; the others import it.
+        pool = SnapshotPool(connector(module, APPLICATION_NAME), params["figures_jobs"] or params["jobs"],
+                            workers_per_scan=0)
+        try:
             with pgtools.PasswordFile(module) as env:
                 argv = [pg_dump, "--format=directory", "--jobs=%d" % params["jobs"],
-                        "--compress=%d" % params["compress"], "--snapshot=%s" % snapshot_id, "--file", dump,
+                        "--compress=%d" % params["compress"], "--snapshot=%s" % pool.snapshot_id, "--file", dump,
                         "--dbname", pgtools.conninfo(module, database, APPLICATION_NAME)]
                 process = pgtools.start(argv, env)
                 # The figures are computed while pg_dump runs, in the very snapshot it reads.
                 try:
-                    figures = snapshot.take(cur)
+                    figures = pool_figures(pool)
                 finally:
                     _stdout, stderr = process.communicate()
-            conn.rollback()  # ends the snapshot only after pg_dump is done
+        finally:
+            pool.close()  # ends the snapshot only after pg_dump is done
         if process.returncode != 0:
             shutil.rmtree(dump, ignore_errors=True)
             module.fail_json(msg="pg_dump failed: %s" % stderr.strip(), **result)
