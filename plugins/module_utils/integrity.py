@@ -211,14 +211,16 @@ class Checker(object):
             with self.pool.cursor as cur:
                 snapshot_tables = snapshot.user_tables(cur)
                 projected = self.projected_columns(cur, snapshot_tables)
-            if params["snapshot_tables"] is not None:
-                wanted = set(params["snapshot_tables"])
-                snapshot_tables = [t for t in snapshot_tables if "%s.%s" % t in wanted]
+                if params["snapshot_tables"] is not None:
+                    wanted = set(params["snapshot_tables"])
+                    snapshot_tables = [t for t in snapshot_tables if "%s.%s" % t in wanted]
+                hashing = snapshot.hashings(cur, snapshot_tables)
             # Row hashes: about twice a plain scan's work per byte (md5 of the row's text: five times and more).
             # Compared with a baseline, each table is figured by the baseline's algorithm.
             like = params["compare_to"] or {}
-            jobs += [("snapshot", figures_job(s, t, projected.get("%s.%s" % (s, t)), like.get("%s.%s" % (s, t))),
-                      self.cost((s, t), factor=2)) for s, t in snapshot_tables]
+            jobs += [("snapshot", figures_job(s, t, projected.get("%s.%s" % (s, t)), like.get("%s.%s" % (s, t)),
+                                              hashing[(s, t)]), self.cost((s, t), factor=2))
+                     for s, t in snapshot_tables]
         counted = set(t for s, t in snapshot_tables or () if s == self.schema)
         jobs += [("row_count", self.count_job(t), self.cost(t)) for t in params["tables"]
                  if t in self.existing and t not in counted]

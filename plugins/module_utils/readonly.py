@@ -32,13 +32,13 @@ def table_sizes(cursor):
     return dict(((schema, name), size) for schema, name, size in cursor.fetchall())
 
 
-def figures_job(schema, table, columns=None, like=None):
+def figures_job(schema, table, columns=None, like=None, hashing=None):
     """A pool job: ('schema.table', figures) of one table (over ``columns`` only, if given; with the algorithm
-    of ``like``, the figures they will be compared with, if given)."""
+    of ``like``, the figures they will be compared with, if given; ``hashing`` as ``snapshot.table_figures``)."""
     algorithm = snapshot.algorithm_of(like) if like is not None else None
 
     def job(cursor):
-        return "%s.%s" % (schema, table), snapshot.table_figures(cursor, schema, table, columns, algorithm)
+        return "%s.%s" % (schema, table), snapshot.table_figures(cursor, schema, table, columns, algorithm, hashing)
     return job
 
 
@@ -58,8 +58,10 @@ def pool_figures(pool, skip=(), like=None):
     with pool.cursor as cur:
         tables = [t for t in snapshot.user_tables(cur) if "%s.%s" % t not in skip]
         sizes = table_sizes(cur)
-    results = pool.run([figures_job(schema, table, like=like.get("%s.%s" % (schema, table)))
-                        for schema, table in tables], costs=[sizes.get(table, 0) for table in tables])
+        hashing = snapshot.hashings(cur, tables)
+    results = pool.run([figures_job(schema, table, like=like.get("%s.%s" % (schema, table)),
+                                    hashing=hashing[(schema, table)]) for schema, table in tables],
+                       costs=[sizes.get(table, 0) for table in tables])
     return dict(results)
 
 

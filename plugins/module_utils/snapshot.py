@@ -44,10 +44,12 @@ USER_TABLES_SQL = (
     "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
     "AND n.nspname NOT LIKE 'pg_toast%%' AND n.nspname NOT LIKE 'pg_temp%%' ORDER BY 1, 2")
 
-# Per column (in attnum order): name, type, the domain's base type and the array's element type (each as
-# name, typtype, whether in pg_catalog), and whether its collation is deterministic (PostgreSQL 12+).
+# Per column of the tables named by two arrays (schemas, tables), in attnum order: schema, table, name, type,
+# the domain's base type and the array's element type (each as name, typtype, whether in pg_catalog), and
+# whether its collation is deterministic (PostgreSQL 12+).
 COLUMN_TYPES_SQL = (
-    "SELECT a.attname::text, ty.typname::text, ty.typtype::text, ty.typnamespace = 'pg_catalog'::regnamespace, "
+    "SELECT n.nspname::text, c.relname::text, a.attname::text, "
+    "ty.typname::text, ty.typtype::text, ty.typnamespace = 'pg_catalog'::regnamespace, "
     "bt.typname::text, bt.typtype::text, bt.typnamespace = 'pg_catalog'::regnamespace, "
     "el.typname::text, el.typtype::text, el.typnamespace = 'pg_catalog'::regnamespace, "
     "coalesce(co.collisdeterministic, true) "
@@ -56,7 +58,8 @@ COLUMN_TYPES_SQL = (
     "LEFT JOIN pg_type bt ON ty.typtype = 'd' AND bt.oid = ty.typbasetype "
     "LEFT JOIN pg_type el ON ty.typcategory = 'A' AND ty.typelem <> 0 AND el.oid = ty.typelem "
     "LEFT JOIN pg_collation co ON co.oid = a.attcollation "
-    "WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum")
+    "WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[])) "
+    "AND a.attnum > 0 AND NOT a.attisdropped ORDER BY n.nspname, c.relname, a.attnum")
 
 # Types whose extended hash function is exact: two values hash alike only if they are the same value as
 # their text shows it (for the text types: under a deterministic collation, where equal means equal bytes).
@@ -107,8 +110,20 @@ def _exact(typ, typtype, in_catalog, deterministic):
             and (deterministic or typ not in COLLATED_TYPES))
 
 
+def hashings(cursor, tables):
+    """{(schema, table): column_hashing} of the given tables, in one catalog query."""
+    tables = list(tables)
+    found = dict((table, []) for table in tables)
+    if tables:
+        cursor.execute(COLUMN_TYPES_SQL, ([s for s, _t in tables], [t for _s, t in tables]))
+        for row in cursor.fetchall():
+            found[(row[0], row[1])].append(row[2:])
+    return dict((table, column_hashing(rows)) for table, rows in found.items())
+
+
 def column_hashing(rows):
-    """[(column, how)] from COLUMN_TYPES_SQL's rows: how each column enters the hash64 row hash."""
+    """[(column, how)] from COLUMN_TYPES_SQL's rows (less schema and table): how each column enters the hash64
+    row hash."""
     plan = []
     for name, typ, typtype, catalog, base, base_typtype, base_catalog, elem, elem_typtype, elem_catalog, \
             deterministic in rows:
@@ -152,9 +167,9 @@ def sum_of_hashes(algorithm, hashing, columns=None):
         sql.SQL(", ").join(_column_hash(c, how[c]) for c in chosen))
 
 
-def table_figures(cursor, schema, table, columns=None, algorithm=None):
+def table_figures(cursor, schema, table, columns=None, algorithm=None, hashing=None):
     """One table's figures (see ``figure``) by ``algorithm`` (None: ``default_algorithm``), over the given
-    columns only if any.
+    columns only if any (``hashing``: the table's ``column_hashing``, read from the catalog when None).
 
     A migration that adds, drops or retypes columns still has to keep the other columns of every
     row as they were: their figures are compared over exactly those columns. The whole rows'
@@ -165,13 +180,14 @@ def table_figures(cursor, schema, table, columns=None, algorithm=None):
     if algorithm not in ALGORITHMS:
         raise FigureError("%s.%s: figures of the unknown algorithm %r cannot be computed (this version knows %s)"
                           % (schema, table, algorithm, ", ".join(ALGORITHMS)))
-    hashing = []
     if algorithm == HASH64:
         if version < HASH64_SINCE:
             raise FigureError("%s.%s: the figures to compare with are %s figures, which need PostgreSQL 14 or later; "
                               "this server is %d" % (schema, table, algorithm, version))
-        cursor.execute(COLUMN_TYPES_SQL, (schema, table))
-        hashing = column_hashing(cursor.fetchall())
+        if hashing is None:
+            hashing = hashings(cursor, [(schema, table)])[(schema, table)]
+    else:
+        hashing = []
     items = [sql.SQL("count(*)"), sum_of_hashes(algorithm, hashing)]
     if columns is not None:
         items.append(sum_of_hashes(algorithm, hashing, columns))
@@ -218,11 +234,13 @@ def take(cursor, tables=None, columns=None, like=None):
     (``columns``: {'schema.table': [column, ...]} for tables figured over some columns only; ``like``: figures
     these will be compared with, whose algorithm each table's figures then use)."""
     columns, like = columns or {}, like or {}
+    tables = tables if tables is not None else user_tables(cursor)
+    hashing = hashings(cursor, tables) if cursor.connection.server_version >= HASH64_SINCE else {}
     figures = {}
-    for schema, table in (tables if tables is not None else user_tables(cursor)):
+    for schema, table in tables:
         name = "%s.%s" % (schema, table)
         algorithm = algorithm_of(like[name]) if name in like else None
-        figures[name] = table_figures(cursor, schema, table, columns.get(name), algorithm)
+        figures[name] = table_figures(cursor, schema, table, columns.get(name), algorithm, hashing.get((schema, table)))
     return figures
 
 

@@ -18,6 +18,7 @@ from conftest import REPO
 # name, extra arguments, keys its JSON must hold
 BENCHMARKS = [
     ("validation", [], {"psql_seconds", "role_seconds", "ratio", "median_ratio"}),
+    ("figures", [], {"tables", "table_bytes", "whole_database", "ratio_md5_to_hash64"}),
     ("backup", [], {"runbook_seconds", "runbook_steps", "role_seconds", "bare_parallel_seconds", "ratio"}),
     ("restore", [], {"restore_seconds", "bare_pg_restore_seconds", "planned_rollback_seconds", "ratio"}),
     ("orchestration", [], {"parts", "phases", "migrate_seconds", "tasks", "slowest_tasks", "ratio", "targets"}),
