@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 
+import psutil
 import pytest
 from ansible_collections.tmi.migration.plugins.module_utils.session import PROBE_LOCK_CLASS
 
@@ -53,6 +54,22 @@ def probe_locks(db) -> int:
     """Probe locks left anywhere on the server (the pooler's server connections included)."""
     return db.scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid::bigint = %s",
                      (PROBE_LOCK_CLASS,))
+
+
+def test_pgbouncer_runs_unprivileged_keeps_the_password_off_command_lines_and_leaves_nothing(pg_server, pgbouncer):
+    server = PgBouncerServer(pg_server, pool_mode="session").start()
+    process = psutil.Process(server.pid())
+    base = server.base
+    try:
+        assert process.username() == ("nobody" if os.geteuid() == 0 else psutil.Process().username())
+        assert oct((base / "userlist.txt").stat().st_mode & 0o777) == "0o600"
+        lines = [" ".join(proc.info["cmdline"] or []) for proc in psutil.process_iter(["cmdline"])]
+        assert not [line for line in lines if pg_server.password in line]
+        server.connect().close()
+    finally:
+        server.stop()
+    assert not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    assert not base.exists()
 
 
 def test_the_session_check_accepts_one_session_and_finds_transaction_and_statement_pools(tmi_db, pgbouncer):

@@ -265,9 +265,7 @@ class PostgresServer:
 def find_pgbouncer() -> Path:
     """Return the pgbouncer binary (Debian's package ``pgbouncer``)."""
     explicit = os.environ.get("TMI_PGBOUNCER")
-    if explicit:
-        return Path(explicit)
-    candidates = [Path("/usr/sbin/pgbouncer"), Path("/usr/bin/pgbouncer")]
+    candidates = [Path(explicit)] if explicit else [Path("/usr/sbin/pgbouncer"), Path("/usr/bin/pgbouncer")]
     for candidate in candidates:
         if candidate.exists():
             return candidate
