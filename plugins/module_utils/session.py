@@ -5,8 +5,8 @@
 
 The modules of this collection rely on a connection being one server session for as long as it is
 open: pg_migrate holds golang-migrate's session advisory lock across files and sets ``lock_timeout``
-and ``statement_timeout`` for the session, its watchdog cancels the migrating backend by its pid, the
-rehearsal reads the locks of its own pid, the backup holds the transaction whose snapshot it exported.
+and ``statement_timeout`` for the session, its watchdog cancels the migrating backend by its pid, and
+the rehearsal reads the locks of its own pid.
 A pooler in transaction mode (PgBouncer ``pool_mode = transaction``, and others like it) hands each
 transaction of a client connection to whichever server connection is free: a session advisory lock
 stays behind on a server connection that another client gets next, a ``SET`` reaches only that one,

@@ -15,14 +15,14 @@ description:
   - Finds a connection through a pooler that shares server connections between clients - PgBouncer in
     C(pool_mode = transaction) or C(statement), and others like it - where a session advisory lock and a session
     C(SET) do not hold from one transaction to the next. M(tmi.migration.pg_migrate) relies on both
-    (golang-migrate's advisory lock, C(lock_timeout) and C(statement_timeout)), as do its watchdog, the rehearsal and
-    the backup (one session's pid, locks and exported snapshot).
+    (golang-migrate's advisory lock, C(lock_timeout) and C(statement_timeout)), and its watchdog and the rehearsal
+    know the migrating session by its backend pid.
   - Takes a session advisory lock with C(pg_try_advisory_lock) in one transaction and checks from the next ones on
-    the same connection that C(pg_locks) shows it held by the same backend pid (C(pg_backend_pid())); in between, a
-    second connection runs a transaction, which through a transaction pool gets the server connection the first
-    one has just released (a lone client's consecutive transactions usually land on the same server connection, so
-    comparing pids alone would miss the pool). A second connection whose transaction is refused is a pool in
-    statement mode.
+    the same connection that C(pg_locks) shows it held by the same backend pid (function C(pg_backend_pid)); in
+    between, a second connection runs a transaction, which through a transaction pool gets the server connection the
+    first one has just released (a lone client's consecutive transactions usually land on the same server
+    connection, so comparing pids alone would miss the pool). A second connection whose transaction is refused is a
+    pool in statement mode.
   - A direct connection and a pool in session mode (PgBouncer C(pool_mode = session)) keep the session.
   - Every finding goes into RV(failed_checks); the module never fails for a finding and changes nothing. The
     validate role's pre-flight stops on it before anything changes.
