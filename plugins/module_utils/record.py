@@ -45,15 +45,18 @@ PHASE_RESULTS = {
     "rehearsal": (("rehearsal", "migrate_rehearsal_result"),),
     "window": (("window", "tmi_window"),),
     "migrate_before": (("migration", "migrate_result"),),
-    "maintenance": (("maintenance", "app_config_maintenance_state"),),
+    "maintenance": (("maintenance", "app_config_maintenance_state"), ("maintenance_log", "app_config_maintenance_log")),
     "baseline": (("baseline", "validate_baseline_result"),),
     "migrate": (("migration", "migrate_result"),),
-    "release": (("release", "validate_datacheck_result"), ("maintenance", "app_config_maintenance_state")),
+    "release": (("release", "validate_datacheck_result"), ("maintenance", "app_config_maintenance_state"),
+                ("maintenance_log", "app_config_maintenance_log")),
     "migrate_after": (("migration", "migrate_result"),),
     "validate": (("validation", "validate_post_result"),),
     "redis": (("redis", "redis_config_result"),),
-    "app": (("app", "app_config_result"), ("maintenance", "app_config_maintenance_state")),
-    "rollback": (("rollback", "rollback_result"), ("maintenance", "app_config_maintenance_state")),
+    "app": (("app", "app_config_result"), ("maintenance", "app_config_maintenance_state"),
+            ("maintenance_log", "app_config_maintenance_log")),
+    "rollback": (("rollback", "rollback_result"), ("maintenance", "app_config_maintenance_state"),
+                 ("maintenance_log", "app_config_maintenance_log")),
 }
 
 # The sections of a record and what an empty one holds. Each is the result of the role that fills it,
@@ -72,6 +75,8 @@ SECTIONS = {
     "redis": {},
     "app": {},
     "maintenance": "unused",
+    # Each switch of maintenance mode as it happened: {"state": "enabled" or "disabled", "at": seconds since the epoch}.
+    "maintenance_log": [],
     "rollback": {},
 }
 

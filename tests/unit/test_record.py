@@ -82,6 +82,17 @@ def test_failure_message_names_the_error_then_the_rollback():
     assert "back at version 15" in message and message.endswith("run playbooks/rollback.yml once the cause is fixed.")
 
 
+def test_maintenance_switches_are_kept_from_each_phase_that_makes_them():
+    log = [{"state": "enabled", "at": 5.0}]
+    run = record.update(record.start_phase(record.new("r1", "db1"), "maintenance", clock=1.0),
+                        {"app_config_maintenance_state": "enabled", "app_config_maintenance_log": log})
+    assert run["maintenance"] == "enabled" and run["maintenance_log"] == log
+    later = [*log, {"state": "disabled", "at": 9.0}]
+    run = record.update(record.start_phase(run, "release", clock=8.0),
+                        {"app_config_maintenance_state": "disabled", "app_config_maintenance_log": later})
+    assert run["maintenance_log"] == later
+
+
 def test_a_rollback_that_failed_before_recording_itself_gets_a_record_of_the_same_shape():
     run = record.start_phase(record.new("r1", "db1"), "rollback", clock=1.0)
     run = record.rollback_failed(run, {"msg": "rollback inputs are invalid"}, "auto")
