@@ -464,10 +464,24 @@ def rollback_outcome(record, auto_rollback=True):
         return "switched off (tmi_auto_rollback=false)"
     if true(record.get("check_mode", False)):
         return "none in check mode"
+    return rollback_result(rollback)
+
+
+def rollback_result(rollback):
+    """How a rollback ended, in one phrase."""
     if true(rollback.get("succeeded", False)):
         return "%s succeeded, the database is back at version %s" % (rollback.get("mode"),
                                                                      rollback.get("version_after"))
     return "%s FAILED: %s" % (rollback.get("mode", ""), rollback.get("error", ""))
+
+
+def rollback_summary(record, auto_rollback=True):
+    """The rollback in one phrase for the top of a report: the one that ran (rollback.yml's record has no backup of
+    its own), or, for a failed run without one, why none ran ('' when the run neither failed nor rolled back)."""
+    rollback = _mapping(record.get("rollback"))
+    if rollback:
+        return rollback_result(rollback)
+    return rollback_outcome(record, auto_rollback) if true(record.get("failed", False)) else ""
 
 
 def failure_message(record, auto_rollback=True):
@@ -489,6 +503,7 @@ def summary(record, auto_rollback=True):
         "would": would(record),
         "stats": stats(record),
         "failure_message": failure_message(record, auto_rollback) if true(record.get("failed", False)) else "",
+        "rollback": rollback_summary(record, auto_rollback),
     }
 
 
