@@ -3,7 +3,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Filters over the run record (module_utils/record.py holds the code and the schema).
 
-Each filter wraps the function of the same purpose there (maintenance_window: module_utils/downtime.py).
+Each filter wraps the function of the same purpose there (maintenance_window: module_utils/downtime.py; the HTML
+report's run_charts: module_utils/timeline.py, report_sections: module_utils/report_html.py).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -11,7 +12,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.tmi.migration.plugins.module_utils import downtime, record
+from ansible_collections.tmi.migration.plugins.module_utils import downtime, record, report_html, timeline
 
 
 def run_new(run_id, host, check_mode=False):
@@ -77,6 +78,16 @@ def maintenance_window(run, mode="auto", max_write_stall=1.0, app_enabled=True, 
         raise AnsibleFilterError("maintenance_window: %s" % error) from None
 
 
+def run_charts(run):
+    """The HTML report's pictures of the run: {run, files}, inline SVG with the record's text escaped."""
+    return timeline.charts(run)
+
+
+def report_sections(markdown):
+    """The Markdown report as HTML sections [{level, title, html}], its text escaped."""
+    return report_html.sections(markdown)
+
+
 class FilterModule(object):
     def filters(self):
         return {
@@ -94,4 +105,6 @@ class FilterModule(object):
             "app_criteria": app_criteria,
             "cache_figures": cache_figures,
             "maintenance_window": maintenance_window,
+            "run_charts": run_charts,
+            "report_sections": report_sections,
         }

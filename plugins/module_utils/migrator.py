@@ -726,15 +726,19 @@ class Migrator(object):
         self.ensure_history_table()
         current = before
         for migration, direction, after in steps:
+            # Wall-clock time, beside the phases' own: the HTML report places each file on the run's timeline.
+            started = time.time()
             try:
-                result["applied"].append(self.apply(migration, direction, after, current))
+                result["applied"].append(dict(self.apply(migration, direction, after, current),
+                                              started=round(started, 3)))
             except MigrationFailed as failure:
                 result["version_after"], result["dirty"] = self.read_state()
                 if result["dirty"]:
                     result["interrupted_rewrite"] = self.interrupted_rewrite(result["version_after"])
                 result["changed"] = True
                 result["failed_migration"] = dict(plan_dicts([(migration, direction, after)])[0],
-                                                  lock_waits=failure.lock_waits)
+                                                  lock_waits=failure.lock_waits, started=round(started, 3),
+                                                  duration=round(time.time() - started, 3))
                 raise Refused(to_native(failure), **result) from failure
             current = after
         result["version_after"], result["dirty"] = self.read_state()

@@ -45,15 +45,18 @@ PHASE_RESULTS = {
     "rehearsal": (("rehearsal", "migrate_rehearsal_result"),),
     "window": (("window", "tmi_window"),),
     "migrate_before": (("migration", "migrate_result"),),
-    "maintenance": (("maintenance", "app_config_maintenance_state"),),
+    "maintenance": (("maintenance", "app_config_maintenance_state"), ("maintenance_log", "app_config_maintenance_log")),
     "baseline": (("baseline", "validate_baseline_result"),),
     "migrate": (("migration", "migrate_result"),),
-    "release": (("release", "validate_datacheck_result"), ("maintenance", "app_config_maintenance_state")),
+    "release": (("release", "validate_datacheck_result"), ("maintenance", "app_config_maintenance_state"),
+                ("maintenance_log", "app_config_maintenance_log")),
     "migrate_after": (("migration", "migrate_result"),),
     "validate": (("validation", "validate_post_result"),),
     "redis": (("redis", "redis_config_result"),),
-    "app": (("app", "app_config_result"), ("maintenance", "app_config_maintenance_state")),
-    "rollback": (("rollback", "rollback_result"), ("maintenance", "app_config_maintenance_state")),
+    "app": (("app", "app_config_result"), ("maintenance", "app_config_maintenance_state"),
+            ("maintenance_log", "app_config_maintenance_log")),
+    "rollback": (("rollback", "rollback_result"), ("maintenance", "app_config_maintenance_state"),
+                 ("maintenance_log", "app_config_maintenance_log")),
 }
 
 # The sections of a record and what an empty one holds. Each is the result of the role that fills it,
@@ -72,6 +75,8 @@ SECTIONS = {
     "redis": {},
     "app": {},
     "maintenance": "unused",
+    # Each switch of maintenance mode as it happened: {"state": "enabled" or "disabled", "at": seconds since the epoch}.
+    "maintenance_log": [],
     "rollback": {},
 }
 
@@ -459,10 +464,24 @@ def rollback_outcome(record, auto_rollback=True):
         return "switched off (tmi_auto_rollback=false)"
     if true(record.get("check_mode", False)):
         return "none in check mode"
+    return rollback_result(rollback)
+
+
+def rollback_result(rollback):
+    """How a rollback ended, in one phrase."""
     if true(rollback.get("succeeded", False)):
         return "%s succeeded, the database is back at version %s" % (rollback.get("mode"),
                                                                      rollback.get("version_after"))
     return "%s FAILED: %s" % (rollback.get("mode", ""), rollback.get("error", ""))
+
+
+def rollback_summary(record, auto_rollback=True):
+    """The rollback in one phrase for the top of a report: the one that ran (rollback.yml's record has no backup of
+    its own), or, for a failed run without one, why none ran ('' when the run neither failed nor rolled back)."""
+    rollback = _mapping(record.get("rollback"))
+    if rollback:
+        return rollback_result(rollback)
+    return rollback_outcome(record, auto_rollback) if true(record.get("failed", False)) else ""
 
 
 def failure_message(record, auto_rollback=True):
@@ -484,6 +503,7 @@ def summary(record, auto_rollback=True):
         "would": would(record),
         "stats": stats(record),
         "failure_message": failure_message(record, auto_rollback) if true(record.get("failed", False)) else "",
+        "rollback": rollback_summary(record, auto_rollback),
     }
 
 

@@ -196,8 +196,9 @@ plan:
   sample: [{"version": 16, "title": "add_performance_indexes", "direction": "up"}]
 applied:
   description:
-    - The migrations applied, with timing and statement counts. C(mode) is V(transaction), V(autocommit), V(online)
-      or V(rewritten) (O(rewrites)); a rewritten file also has C(steps), each with C(step), C(kind), C(sql),
+    - The migrations applied, with timing and statement counts - C(started) (when the file began, in seconds since
+      the epoch on the host the module runs on) and C(duration) (seconds). C(mode) is V(transaction), V(autocommit),
+      V(online) or V(rewritten) (O(rewrites)); a rewritten file also has C(steps), each with C(step), C(kind), C(sql),
       C(description), C(lock) (the lock it takes on its table), C(status), C(attempts) and C(duration).
     - C(lock_waits) - one entry per attempt that waited for a lock (empty when none did), with C(attempt),
       C(waited_seconds), C(cancelled) (the watchdog cancelled it), C(queued) (the most client sessions seen queued
@@ -216,6 +217,7 @@ applied:
       mode: online
       statements: 13
       attempts: 1
+      started: 1796610383.874
       duration: 2.41
       lock_waits: []
       lock_wait_summary: ""
@@ -340,7 +342,8 @@ missing_down:
   version_added: 0.1.0
 failed_migration:
   description:
-    - The file that failed, with the lock waits of its attempts (C(lock_waits), as in RV(applied)).
+    - The file that failed, with the lock waits of its attempts (C(lock_waits), as in RV(applied)), when it began
+      (C(started), seconds since the epoch) and how long it ran until it failed (C(duration), seconds).
   returned: when a migration failed
   type: dict
   version_added: 0.1.0

@@ -61,6 +61,10 @@ def test_a_failure_at_each_phase_leaves_the_environment_as_before(environment, f
     assert record["failed"] is True and record["failed_phase"] == PHASE_OF[fault]
     report = (environment.tmp_path / "runs" / record["run_id"] / "run.md").read_text()
     assert f"| {PHASE_OF[fault]} | failed |" in report and "— FAILED" in report
+    # The HTML report too, its timeline with one bar per phase (tests/integration/test_html_report.py opens one).
+    page = (environment.tmp_path / "runs" / record["run_id"] / "run.html").read_text()
+    assert page.count('class="phase"') == len(record["phases"])
+    assert f'data-phase="{PHASE_OF[fault]}" data-result="failed"' in page
     # The callback folds long messages: compare with the whitespace normalised.
     message = " ".join(result.stdout[result.stdout.rfind("Phase "):].split())
     assert message.startswith(f"Phase {PHASE_OF[fault]} failed at ")

@@ -28,6 +28,11 @@ def test_rollback_yml_and_the_automatic_rollback_write_records_of_the_same_shape
     # The callback folds long messages: compare with the whitespace normalised.
     message = " ".join(failed.stdout[failed.stdout.rfind("Phase "):].split())
     assert message.startswith("Phase redis failed at ")
+    # The HTML report beside them, named where run.md is; its timeline has the failed phase and the rollback.
+    page = (environment.tmp_path / "runs" / "auto-rb" / "run.html").resolve()
+    assert f"report {page.with_suffix('.md')}, HTML report {page}" in " ".join(failed.stdout.split())
+    drawn = page.read_text()
+    assert 'data-phase="redis" data-result="failed"' in drawn and 'data-phase="rollback"' in drawn
     assert "-- Rollback: " in message and " succeeded, the database is back at version 15" in message
     # The migration section is the forward migration's, not what the rollback's own reads of the state returned.
     assert str(automatic["migration"]["version_before"]) == "15"
@@ -39,6 +44,8 @@ def test_rollback_yml_and_the_automatic_rollback_write_records_of_the_same_shape
     assert rolled.returncode == 0, rolled.stdout[-3000:]
     assert environment.state() == before
     by_hand = json.loads((environment.tmp_path / "runs" / "by-hand" / "rollback.json").read_text())
+    assert 'data-phase="rollback" data-result="rolled back"' in (
+        environment.tmp_path / "runs" / "by-hand" / "rollback.html").read_text()
 
     expected = set(schema.RUN) | set(schema.SECTIONS)
     assert keys(automatic) == keys(by_hand) == expected

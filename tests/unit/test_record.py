@@ -82,6 +82,30 @@ def test_failure_message_names_the_error_then_the_rollback():
     assert "back at version 15" in message and message.endswith("run playbooks/rollback.yml once the cause is fixed.")
 
 
+def test_the_reports_rollback_line_names_the_rollback_or_why_none_ran():
+    run = record.new("r1", "db1")
+    assert record.summary(run)["rollback"] == ""
+    run = record.failed(record.start_phase(run, "backup", clock=1.0), {"msg": "boom"}, "Dump")
+    assert record.summary(run)["rollback"] == "none (no verified backup was taken, so nothing had been changed)"
+    # rollback.yml's record: no backup of its own, the rollback it ran.
+    rolled = record.new("r1", "db1")
+    rolled["rollback"] = record.normalise_rollback({"mode": "emergency", "succeeded": True, "version_after": 15})
+    assert record.summary(rolled)["rollback"] == "emergency succeeded, the database is back at version 15"
+    rolled["rollback"] = record.normalise_rollback({"mode": "planned", "error": "down file failed"})
+    assert record.summary(rolled)["rollback"] == "planned FAILED: down file failed"
+
+
+def test_maintenance_switches_are_kept_from_each_phase_that_makes_them():
+    log = [{"state": "enabled", "at": 5.0}]
+    run = record.update(record.start_phase(record.new("r1", "db1"), "maintenance", clock=1.0),
+                        {"app_config_maintenance_state": "enabled", "app_config_maintenance_log": log})
+    assert run["maintenance"] == "enabled" and run["maintenance_log"] == log
+    later = [*log, {"state": "disabled", "at": 9.0}]
+    run = record.update(record.start_phase(run, "release", clock=8.0),
+                        {"app_config_maintenance_state": "disabled", "app_config_maintenance_log": later})
+    assert run["maintenance_log"] == later
+
+
 def test_a_rollback_that_failed_before_recording_itself_gets_a_record_of_the_same_shape():
     run = record.start_phase(record.new("r1", "db1"), "rollback", clock=1.0)
     run = record.rollback_failed(run, {"msg": "rollback inputs are invalid"}, "auto")
