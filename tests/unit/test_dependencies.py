@@ -131,3 +131,14 @@ def test_the_execution_environments_pg_dump_dumps_every_tested_server_major():
     assert client >= max(servers), f"pg_dump {client} cannot dump PostgreSQL {max(servers)}"
     # The distribution's older client must not come back: no module enabled, no unversioned package.
     assert "module enable postgresql" not in steps and not re.search(r"^postgresql(-client)? \[", bindep, re.M)
+
+
+def test_the_postgresql_group_extends_community_postgresqls():
+    group = _load("meta/runtime.yml")["action_groups"]["postgresql"]
+    assert group[0] == {"metadata": {"extend_group": ["community.postgresql.all"]}}
+    modules = {p.stem for p in (REPO / "plugins" / "modules").glob("pg_*.py")}
+    assert set(group[1:]) == modules
+    namespace_root = next(Path(root) for root in ansible_collections.__path__
+                          if (Path(root) / "community" / "postgresql").is_dir())
+    theirs = yaml.safe_load((namespace_root / "community" / "postgresql" / "meta" / "runtime.yml").read_text())
+    assert "postgresql_query" in theirs["action_groups"]["all"]
