@@ -1,6 +1,6 @@
 # make demo   - the main job: migrate.yml against throwaway local PostgreSQL and Redis
 # make test   - every test: unit, integration (real servers), Molecule scenarios
-# make lint   - ruff, yamllint, ansible-lint, ansible-test sanity
+# make lint   - ruff, yamllint, ansible-lint, antsibull-docs, ansible-test sanity
 # make test-matrix - the whole pytest integration suite on every supported server pair (long)
 VENV ?= .venv
 PY := $(VENV)/bin/python

@@ -1,6 +1,7 @@
 """migrate.yml run through ansible-runner the way AWX runs a job template.
 
-A private data directory with the extra vars in env/extravars (a survey's answers), the
+A private data directory with the extra vars in env/extravars (the answers to awx/surveys/migrate.json, as AWX
+sends them: strings for text and multiple-choice questions), the
 credentials injected as environment variables (env/envvars, as AWX's credential types do),
 no TTY and no prompts; afterwards the set_stats artifacts AWX shows come from the
 playbook_on_stats event.
@@ -25,6 +26,13 @@ import yaml
 from conftest import COLLECTIONS, REPO, Database, tmi_install
 
 
+def survey_answers(survey: str) -> dict:
+    """What AWX sends for a survey answered with its defaults: an optional question left empty is not sent."""
+    spec = json.loads((REPO / "awx" / "surveys" / f"{survey}.json").read_text())["spec"]
+    return {question["variable"]: question["default"] for question in spec
+            if question["required"] or question["default"] not in ("", None)}
+
+
 def test_migrate_job_template_through_ansible_runner(pg_server, redis_server, tmp_path):
     name = "ü" * 28 + f"{os.getpid() % 1000000:06d}"
     assert len(name.encode()) == 62
@@ -37,8 +45,8 @@ def test_migrate_job_template_through_ansible_runner(pg_server, redis_server, tm
             credentials = {key: value for key, value in env.items() if key.startswith("TMI_")}
             (private / "env" / "envvars").write_text(yaml.safe_dump(
                 {**credentials, "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS), "PYTHONPATH": str(REPO / "tests")}))
-            (private / "env" / "extravars").write_text(yaml.safe_dump(
-                {"tmi_target_version": 17, "tmi_serial": 1, "tmi_run_id": "multibyte-run"}))
+            answers = {**survey_answers("migrate"), "tmi_target_version": "17"}
+            (private / "env" / "extravars").write_text(yaml.safe_dump({**answers, "tmi_run_id": "multibyte-run"}))
             (private / "env" / "envvars").chmod(0o600)
 
             run = ansible_runner.run(private_data_dir=str(private), project_dir=str(REPO),

@@ -9,6 +9,8 @@ import sys
 import tarfile
 from pathlib import Path
 
+import yaml
+
 from tmi_testenv import fixture
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,6 +37,15 @@ def test_build_and_offline_install_then_run_from_the_installed_copy(tmp_path, tm
     installed = tmp_path / "collections" / "ansible_collections" / "tmi" / "migration"
     assert (installed / "plugins" / "modules" / "pg_migrate.py").is_file(), install.stdout
     assert json.loads((installed / "MANIFEST.json").read_text())["collection_info"]["version"] == "0.1.0"
+
+    # An execution environment that installs the collection gets its Python libraries and system packages
+    # (ansible-builder reads meta/execution-environment.yml of the installed copy).
+    introspected = subprocess.run([str(BIN / "ansible-builder"), "introspect", str(tmp_path / "collections")],
+                                  capture_output=True, text=True, check=False)
+    assert introspected.returncode == 0, introspected.stderr
+    wanted = yaml.safe_load(introspected.stdout)
+    assert "psycopg2-binary==2.9.13  # from collection tmi.migration" in wanted["python"], wanted
+    assert "postgresql18 [platform:rpm]  # from collection tmi.migration" in wanted["system"], wanted
 
     # A playbook run from the installed copy only: no checkout, no ansible.cfg of the repo.
     tmi_db.migrate(15)
@@ -91,20 +102,36 @@ def test_ansible_doc_renders_every_module_and_role():
 
 
 def test_execution_environment_build_context(tmp_path):
-    """ansible-builder create makes the EE build context; its Python pins are the collection's."""
+    """ansible-builder create makes the EE build context offline (about 2 s): the collection's Python pins, the
+    tested ansible-core, the collections' ranges, and PostgreSQL 18 client tools from PGDG proven at build time."""
     context = tmp_path / "context"
     created = subprocess.run([str(BIN / "ansible-builder"), "create", "-f", str(REPO / "execution-environment.yml"),
                               "-c", str(context)], cwd=REPO, capture_output=True, text=True, check=False)
     assert created.returncode == 0, created.stdout + created.stderr
-    assert (context / "Dockerfile").exists() or (context / "Containerfile").exists()
+    containerfile = next(path for path in (context / "Containerfile", context / "Dockerfile")
+                         if path.exists()).read_text()
     built = context / "_build"
 
     def pins(path):
         return {line.split("#")[0].strip() for line in path.read_text().splitlines()} - {""}
 
     python = pins(built / "requirements.txt")
-    runtime = {pin for pin in pins(REPO / "requirements.txt") if not pin.startswith("ansible==")}
+    runtime = {pin for pin in pins(REPO / "requirements.txt") if not pin.startswith(("ansible==", "ansible-core=="))}
     assert runtime <= python, f"execution environment misses {runtime - python}"
-    bindep = (built / "bindep.txt").read_text()
-    assert "postgresql" in bindep and "redis" in bindep
-    assert "community.postgresql" in (built / "requirements.yml").read_text()
+    core = next(pin for pin in pins(REPO / "requirements.txt") if pin.startswith("ansible-core=="))
+    assert f'ARG ANSIBLE_INSTALL_REFS="{core} ansible-runner==' in containerfile
+
+    bindep = pins(built / "bindep.txt")
+    assert {"postgresql18 [platform:rpm]", "redis [platform:rpm]"} <= bindep, bindep
+    galaxy = yaml.safe_load((built / "requirements.yml").read_text())["collections"]
+    assert {entry["name"]: entry["version"] for entry in galaxy} == \
+        yaml.safe_load((REPO / "galaxy.yml").read_text())["dependencies"]
+
+    # The final stage: the PGDG repository before the bindep packages are installed, then the build-time proof
+    # that pg_dump is 18 and redis-cli 6 or newer.
+    final = containerfile[containerfile.index("AS final"):]
+    repo = final.index("download.postgresql.org/pub/repos/yum/reporpms/EL-9-")
+    install = final.index("/output/scripts/install-from-bindep")
+    proof = final.index("pg_dump --version | grep -Eq '^pg_dump \\(PostgreSQL\\) 18\\.'")
+    assert repo < install < proof
+    assert "redis-cli --version" in final[proof:]
