@@ -39,10 +39,12 @@ def figures_job(schema, table, columns=None):
     return job
 
 
-def parallel_figures(connect, size, dbname=None, skip=()):
+def parallel_figures(connect, size, dbname=None, skip=(), progress=None):
     """The figures ``snapshot.take`` returns for every user table (but those named in ``skip``),
-    computed over ``size`` connections that share one snapshot, the largest tables first."""
+    computed over ``size`` connections that share one snapshot, the largest tables first
+    (``progress``: see ``SnapshotPool.progress``)."""
     pool = SnapshotPool(connect, size, workers_per_scan=0, dbname=dbname)
+    pool.progress = progress
     try:
         with pool.cursor as cur:
             tables = [t for t in snapshot.user_tables(cur) if "%s.%s" % t not in skip]
@@ -63,7 +65,12 @@ class SnapshotPool(object):
     The connections are already the parallelism; PostgreSQL's parallel workers on top of them
     compete for the same cores (measured in docs/benchmarks.md), so the modules default it to 0
     and leave raising it to servers with more cores than connections.
+
+    ``progress``, when a module sets it (``module_utils/progress.py``), is told of the jobs ``run``
+    runs and of each one done.
     """
+
+    progress = None
 
     def __init__(self, connect, size, workers_per_scan=None, dbname=None):
         self.connections = []
@@ -102,6 +109,8 @@ class SnapshotPool(object):
             work.put((index, jobs[index]))
         results = [None] * len(jobs)
         errors = []
+        if self.progress is not None:
+            self.progress.begin_jobs(costs if costs is not None else [1] * len(jobs))
 
         def worker(conn):
             with conn.cursor() as cur:
@@ -112,6 +121,8 @@ class SnapshotPool(object):
                         return
                     try:
                         results[index] = job(cur)
+                        if self.progress is not None:
+                            self.progress.job_done(index)
                     except Exception as error:  # noqa: BLE001 - handed to the caller below
                         errors.append(error)
 

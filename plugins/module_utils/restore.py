@@ -131,7 +131,10 @@ class Restorer(object):
 
     ``connect(dbname=None, autocommit=False)`` opens connections (``postgres.connector`` of a module); ``options``
     are the module's (``backup``, ``jobs`` and the bookkeeping table names); ``warn(message)`` reports warnings.
+    A module that reports its progress sets ``progress`` (``module_utils/progress.py``) for the scans.
     """
+
+    progress = None
 
     def __init__(self, connect, options, warn=None):
         self.connect = connect
@@ -183,7 +186,7 @@ class Restorer(object):
 
     def figures(self, name):
         """The restored tables' figures, over as many connections as pg_restore had jobs."""
-        return parallel_figures(self.connect, self.options.get("jobs", 2), dbname=name)
+        return parallel_figures(self.connect, self.options.get("jobs", 2), dbname=name, progress=self.progress)
 
     def verify(self, name, manifest):
         """The differences between database ``name`` and the backup's figures (none: the same data)."""
@@ -201,7 +204,8 @@ class Restorer(object):
         ignore = self.ignored()
         figures = None
         if not (writes_stopped and baseline):
-            figures = parallel_figures(self.connect, self.options.get("jobs", 2), dbname=live, skip=ignore)
+            figures = parallel_figures(self.connect, self.options.get("jobs", 2), dbname=live, skip=ignore,
+                                       progress=self.progress)
         return datacheck.discards(manifest["figures"], figures, changes, baseline, after, ignore)
 
     def swap(self, live, new, old):
