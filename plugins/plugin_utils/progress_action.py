@@ -85,7 +85,8 @@ class ProgressAction(ActionBase):
         wrap_async = self._task.async_val and not self._connection.has_native_async
         interval = self._interval(task_vars)
         if wrap_async or self._task.check_mode or not interval:
-            result = merge_hash(result, self._execute_module(task_vars=task_vars, wrap_async=wrap_async))
+            result = merge_hash(result, self._as_given(self._execute_module(task_vars=task_vars,
+                                                                            wrap_async=wrap_async)))
         else:
             result = merge_hash(result, self._run_with_progress(task_vars, interval))
         if not wrap_async:
@@ -125,7 +126,17 @@ class ProgressAction(ActionBase):
             self._low_level_execute_command("rm -f -- %s" % shell_path(path), sudoable=True)
         if "error" in outcome:
             raise outcome["error"]
-        return outcome["result"]
+        return self._as_given(outcome["result"])
+
+    def _as_given(self, result):
+        """The module's result with the task's own arguments in its invocation: the progress options the action
+        plugin set (or the module defaulted) are not the task's."""
+        shown = (result.get("invocation") or {}).get("module_args")
+        if isinstance(shown, dict):
+            for name in ("progress_file", "progress_interval"):
+                if name not in self._task.args:
+                    shown.pop(name, None)
+        return result
 
     def _show(self, path, task_vars, seconds, seen):
         """Print one progress line; whether the module's file has been read so far."""
