@@ -12,6 +12,8 @@ shortest; the default is 5).
   progress files are 0600 and hold no password; none is left after the run.
 * ansible-runner (AWX): the same lines are in the job's stdout, and are verbose events of their tasks (what AWX's
   job output shows).
+* in the ansible-playbook run, a migration that fails after its progress lines were shown returns the same result,
+  message and all, as the same migration run without progress (0: the module run as ansible.builtin.normal runs it).
 
 The other steps' lines (restore, verification, rehearsal, scans) are put together by the same code from the same
 views; tests/unit/test_progress.py holds how each kind of session reads.
@@ -145,14 +147,30 @@ class ProgressFiles:
         self.thread.join()
 
 
-def test_progress_lines_name_the_table_and_the_index_and_rise_in_ansible_playbook_output(pg_server, slow_db,
-                                                                                         tmp_path):
+def failing_migration(directory: Path) -> Path:
+    directory.mkdir()
+    (directory / "000001_fails.up.sql").write_text("SELECT pg_sleep(1.5);\nSELECT 1 / 0;\n")
+    (directory / "000001_fails.down.sql").write_text("SELECT 1;\n")
+    return directory
+
+
+def test_progress_lines_in_ansible_playbook_output_rise_and_a_failure_reads_as_without_them(pg_server, slow_db,
+                                                                                           tmp_path):
     remote_tmp = tmp_path / "remote"
     remote_tmp.mkdir(mode=0o700)
     env = {**ansible_env(pg_server, None, slow_db), "ANSIBLE_REMOTE_TMP": str(remote_tmp)}
-    variables = extra_vars(tmp_path)
-    with ProgressFiles(remote_tmp) as files:
-        result = run_playbook(str(PLAYBOOK), env, "-e", json.dumps(variables))
+    failing = [f"{slow_db}_fails_{which}" for which in ("lines", "none")]
+    for name in failing:
+        pg_server.create_database(name)
+    variables = {**extra_vars(tmp_path), "failing_migrations": str(failing_migration(tmp_path / "failing")),
+                 "failing_runs": [{"db": failing[0], "interval": 0.5}, {"db": failing[1], "interval": 0}],
+                 "result_file": str(tmp_path / "failing.json")}
+    try:
+        with ProgressFiles(remote_tmp) as files:
+            result = run_playbook(str(PLAYBOOK), env, "-e", json.dumps(variables))
+    finally:
+        for name in failing:
+            drop(pg_server, name)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     lines = progress_lines(result.stdout)
 
@@ -168,6 +186,17 @@ def test_progress_lines_name_the_table_and_the_index_and_rise_in_ansible_playboo
         assert mode == 0o600, (name, oct(mode))
         assert pg_server.password not in content
     assert not list(remote_tmp.glob("tmi-progress-*")), list(remote_tmp.iterdir())
+
+    # The failing migration: lines while it ran, then the result it gives without them.
+    assert any(line.startswith("migration, 000001 fails up (file 1 of 1)") for line in lines), lines
+    with_lines, without = json.loads((tmp_path / "failing.json").read_text())
+    assert with_lines["failed"] and "division by zero" in with_lines["msg"], with_lines
+    # The same, but for what comes of the loop's item (the database and interval it was given, the advisory lock
+    # id golang-migrate derives from the database's name).
+    for key in ("invocation", "item", "ansible_loop_var", "_ansible_item_label", "_ansible_no_log", "lock_id"):
+        with_lines.pop(key, None)
+        without.pop(key, None)
+    assert with_lines == without
 
 
 def test_progress_lines_reach_ansible_runner_as_events_of_their_tasks(pg_server, slow_db, tmp_path):
@@ -197,3 +226,4 @@ def test_progress_lines_reach_ansible_runner_as_events_of_their_tasks(pg_server,
     increasing(dump_events, DUMPED)
     increasing(build_events, BUILT)
     assert pg_server.password not in stdout
+
