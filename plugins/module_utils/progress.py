@@ -276,7 +276,7 @@ class Progress(object):
     def __init__(self, path=None, interval=5.0, module=None):
         self.path = path
         self.module = module
-        self.period = max(float(interval or 0), 0.5) / 2.0
+        self.period = max(float(interval or 0), 0.25) / 2.0
         self.started = time.monotonic()
         self._state = threading.Lock()  # the step and the counters
         self._database = threading.Lock()  # the progress thread's connection

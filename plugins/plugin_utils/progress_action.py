@@ -39,7 +39,7 @@ from ansible.utils.vars import merge_hash
 display = Display()
 
 DEFAULT_INTERVAL = 5.0
-MIN_INTERVAL = 0.5
+MIN_INTERVAL = 0.25
 FILE_PREFIX = "tmi-progress-"
 # A path the remote shell may expand (~, $HOME) the way the module's path option does.
 _EXPANDABLE = re.compile(r"^[A-Za-z0-9_./~${}-]+$")

@@ -1,11 +1,12 @@
 """Live progress of the long-running modules, as an operator sees it without -v.
 
-The database is made slow on purpose, cheaply: a table of 200,000 rows of 64 random-looking characters (dumped at
---compress=9, its dump takes seconds) and an index whose expression sleeps a millisecond for each of the 2,000 rows
-its predicate keeps, so that its online build scans the table for at least two seconds whatever the machine.
-tests/integration/playbooks/progress.yml dumps it (pg_backup) and applies the one migration file that builds the
-index (pg_migrate, online index builds), with a progress line every half second (tmi_progress_interval=0.5, the
-shortest; the default is 5).
+The database is made slow on purpose, cheaply: a table of 500,000 rows of 64 random-looking characters (generated in
+half a second here; dumped at --compress=9, its dump takes two seconds on a quiet machine and several on a busy one)
+and an index whose expression sleeps a millisecond for each of the 2,000 rows its predicate keeps, so that its online
+build scans the table for at least two seconds whatever the machine. tests/integration/playbooks/progress.yml dumps
+it (pg_backup) and applies the one migration file that builds the index (pg_migrate, online index builds), with a
+progress line every quarter of a second (tmi_progress_interval=0.25, the shortest; the default is 5), so that even a
+fast machine prints several lines of each step.
 
 * ansible-playbook's stdout: the dump names the table with its rows done of the planner's estimate, rising; the
   online build names the file, the index and its table with blocks done of the table's blocks, rising. Meanwhile the
@@ -38,7 +39,7 @@ PLAYBOOK = REPO / "tests" / "integration" / "playbooks" / "progress.yml"
 
 SLOW_KEY_SQL = """
 CREATE UNLOGGED TABLE progress_big (id bigint, payload text);
-INSERT INTO progress_big SELECT i, md5(i::text) || md5((i + 1)::text) FROM generate_series(1, 200000) AS i;
+INSERT INTO progress_big SELECT i, md5(i::text) || md5((i + 1)::text) FROM generate_series(1, 500000) AS i;
 ANALYZE progress_big;
 -- One millisecond per indexed row, evaluated while the build scans the table.
 CREATE FUNCTION slow_key(i bigint) RETURNS bigint LANGUAGE plpgsql IMMUTABLE AS
@@ -95,7 +96,7 @@ def slow_migrations(directory: Path) -> Path:
     (directory / "000001_progress_big.up.sql").write_text("SELECT 1;\n")
     (directory / "000001_progress_big.down.sql").write_text("SELECT 1;\n")
     (directory / "000002_slow_index.up.sql").write_text(
-        "CREATE INDEX progress_slow_idx ON progress_big (slow_key(id)) WHERE id % 100 = 0;\n")
+        "CREATE INDEX progress_slow_idx ON progress_big (slow_key(id)) WHERE id % 250 = 0;\n")
     (directory / "000002_slow_index.down.sql").write_text("DROP INDEX progress_slow_idx;\n")
     return directory
 
@@ -104,7 +105,7 @@ def extra_vars(tmp_path: Path) -> dict:
     (tmp_path / "backup").mkdir()
     return {"dest": str(tmp_path / "backup"), "compress": 9,
             "migrations": str(slow_migrations(tmp_path / "migrations")), "target_version": 2,
-            "tmi_progress_interval": 0.5}
+            "tmi_progress_interval": 0.25}
 
 
 def progress_lines(output: str) -> list[str]:
@@ -163,7 +164,7 @@ def test_progress_lines_in_ansible_playbook_output_rise_and_a_failure_reads_as_w
     for name in failing:
         pg_server.create_database(name)
     variables = {**extra_vars(tmp_path), "failing_migrations": str(failing_migration(tmp_path / "failing")),
-                 "failing_runs": [{"db": failing[0], "interval": 0.5}, {"db": failing[1], "interval": 0}],
+                 "failing_runs": [{"db": failing[0], "interval": 0.25}, {"db": failing[1], "interval": 0}],
                  "result_file": str(tmp_path / "failing.json")}
     try:
         with ProgressFiles(remote_tmp) as files:
@@ -175,7 +176,7 @@ def test_progress_lines_in_ansible_playbook_output_rise_and_a_failure_reads_as_w
     lines = progress_lines(result.stdout)
 
     dumped = increasing(lines, DUMPED)
-    assert all(total == 200000 for _done, total in dumped), dumped
+    assert all(total == 500000 for _done, total in dumped), dumped
     built = increasing(lines, BUILT)
     assert len({total for _done, total in built}) == 1, built
     assert pg_server.password not in result.stdout

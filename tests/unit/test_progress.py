@@ -154,7 +154,7 @@ def test_a_module_run_without_its_action_plugin_reports_nothing():
     assert reporter.path is None and reporter._thread is None
 
 
-@pytest.mark.parametrize("value, seconds", [(5, 5.0), ("10", 10.0), (0, 0.0), (0.1, 0.5)])
+@pytest.mark.parametrize("value, seconds", [(5, 5.0), ("10", 10.0), (0, 0.0), (0.1, 0.25)])
 def test_the_polling_interval_is_seconds_or_zero_for_none(value, seconds):
     assert progress_action.interval_of(value) == seconds
 
