@@ -69,7 +69,7 @@ def run(bench: Bench, args, round_no: int) -> dict[str, float]:
 def milliseconds(call, times: int = 200) -> float:
     """The median wall-clock milliseconds of call()."""
     spent = []
-    for _ in range(times):
+    for _round in range(times):
         started = time.perf_counter()
         call()
         spent.append(time.perf_counter() - started)
@@ -93,7 +93,8 @@ def own_work(bench: Bench) -> dict[str, float]:
         worker.join(INTERVAL)
 
     path.write_text('{"pid": 1, "text": "dump: public.threats 1 of 2 rows"}')
-    poll = milliseconds(lambda: subprocess.run(["/bin/sh", "-c", f"cat -- {path}"], capture_output=True), 50)
+    command = ["/bin/sh", "-c", f"cat -- {path}"]
+    poll = milliseconds(lambda: subprocess.run(command, capture_output=True, check=True), 50)
     path.unlink()
     started = time.perf_counter()
     conn = bench.pg.connect("tmi", autocommit=False)

@@ -17,7 +17,7 @@ fast machine prints several lines of each step.
   message and all, as the same migration run without progress (0: the module run as ansible.builtin.normal runs it).
 
 The other steps' lines (restore, verification, rehearsal, scans) are put together by the same code from the same
-views; tests/unit/test_progress.py holds how each kind of session reads.
+views; tests/unit/test_progress_lines.py holds how each kind of session reads.
 """
 
 from __future__ import annotations
@@ -155,8 +155,8 @@ def failing_migration(directory: Path) -> Path:
     return directory
 
 
-def test_progress_lines_in_ansible_playbook_output_rise_and_a_failure_reads_as_without_them(pg_server, slow_db,
-                                                                                           tmp_path):
+def test_progress_lines_in_ansible_playbook_output_rise_and_a_failure_reads_as_without_them(
+        pg_server, slow_db, tmp_path):
     remote_tmp = tmp_path / "remote"
     remote_tmp.mkdir(mode=0o700)
     env = {**ansible_env(pg_server, None, slow_db), "ANSIBLE_REMOTE_TMP": str(remote_tmp)}
@@ -227,4 +227,3 @@ def test_progress_lines_reach_ansible_runner_as_events_of_their_tasks(pg_server,
     increasing(dump_events, DUMPED)
     increasing(build_events, BUILT)
     assert pg_server.password not in stdout
-
