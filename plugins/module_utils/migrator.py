@@ -23,6 +23,7 @@ import traceback
 
 from ansible.module_utils.common.text.converters import to_native
 from ansible_collections.tmi.migration.plugins.module_utils import analysis, bookkeeping, hazards, rewrite, watchdog
+from ansible_collections.tmi.migration.plugins.module_utils.progress import NONE as NO_PROGRESS
 from ansible_collections.tmi.migration.plugins.module_utils import migrations as files
 
 try:
@@ -109,8 +110,11 @@ class Migrator(object):
 
     ``options`` are the module's (see DEFAULTS); ``warn(message)`` reports warnings (the module's ``warn``).
     ``watch``, a second autocommit connection to the same database, switches the lock-queue watchdog on
-    (``options["lock_queue_timeout"]`` > 0); the caller closes it.
+    (``options["lock_queue_timeout"]`` > 0); the caller closes it. A module that reports its progress sets
+    ``progress`` (``module_utils/progress.py``), told of each file and online index build as it starts.
     """
+
+    progress = NO_PROGRESS
 
     def __init__(self, conn, options, warn=None, watch=None):
         self.conn = conn
@@ -381,6 +385,7 @@ class Migrator(object):
     def apply(self, migration, direction, version_after, version_before):
         """Run one step with retries on lock timeouts; return its result dict or raise MigrationFailed."""
         path = migration.path(direction)
+        self.progress.item("%06d %s %s" % (migration.version, migration.title, direction))
         with open(path, "r") as handle:
             body = handle.read()
         steps = self.proven_rewrite(migration, direction, path, body)
@@ -495,7 +500,9 @@ class Migrator(object):
         """
         built, most_attempts = [], 1
         try:
-            for name, schema, statement in files.concurrent_index_builds(body):
+            builds = list(files.concurrent_index_builds(body))
+            for number, (name, schema, statement) in enumerate(builds, 1):
+                self.progress.part("online build %d of %d" % (number, len(builds)))
                 existed = self._index_state(schema, name)
                 if existed == "invalid":  # leftover of an earlier failed build of the same index
                     self._drop_index(schema, name)
@@ -725,6 +732,7 @@ class Migrator(object):
         self.ensure_state_table()
         self.ensure_history_table()
         current = before
+        self.progress.expect(len(steps))
         for migration, direction, after in steps:
             # Wall-clock time, beside the phases' own: the HTML report places each file on the run's timeline.
             started = time.time()

@@ -42,10 +42,12 @@ def figures_job(schema, table, columns=None, like=None, hashing=None):
     return job
 
 
-def parallel_figures(connect, size, dbname=None, skip=(), like=None):
+def parallel_figures(connect, size, dbname=None, skip=(), like=None, progress=None):
     """The figures ``snapshot.take`` returns for every user table (but those named in ``skip``; ``like`` as
-    there), computed over ``size`` connections that share one snapshot, the largest tables first."""
+    there), computed over ``size`` connections that share one snapshot, the largest tables first
+    (``progress``: see ``SnapshotPool.progress``)."""
     pool = SnapshotPool(connect, size, workers_per_scan=0, dbname=dbname)
+    pool.progress = progress
     try:
         return pool_figures(pool, skip, like)
     finally:
@@ -74,7 +76,12 @@ class SnapshotPool(object):
     The connections are already the parallelism; PostgreSQL's parallel workers on top of them
     compete for the same cores (measured in docs/benchmarks.md), so the modules default it to 0
     and leave raising it to servers with more cores than connections.
+
+    ``progress``, when a module sets it (``module_utils/progress.py``), is told of the jobs ``run``
+    runs and of each one done.
     """
+
+    progress = None
 
     def __init__(self, connect, size, workers_per_scan=None, dbname=None):
         self.connections = []
@@ -113,6 +120,8 @@ class SnapshotPool(object):
             work.put((index, jobs[index]))
         results = [None] * len(jobs)
         errors = []
+        if self.progress is not None:
+            self.progress.begin_jobs(costs if costs is not None else [1] * len(jobs))
 
         def worker(conn):
             with conn.cursor() as cur:
@@ -123,6 +132,8 @@ class SnapshotPool(object):
                         return
                     try:
                         results[index] = job(cur)
+                        if self.progress is not None:
+                            self.progress.job_done(index)
                     except Exception as error:  # noqa: BLE001 - handed to the caller below
                         errors.append(error)
 

@@ -131,7 +131,10 @@ class Restorer(object):
 
     ``connect(dbname=None, autocommit=False)`` opens connections (``postgres.connector`` of a module); ``options``
     are the module's (``backup``, ``jobs`` and the bookkeeping table names); ``warn(message)`` reports warnings.
+    A module that reports its progress sets ``progress`` (``module_utils/progress.py``) for the scans.
     """
+
+    progress = None
 
     def __init__(self, connect, options, warn=None):
         self.connect = connect
@@ -184,7 +187,8 @@ class Restorer(object):
     def figures(self, name, like):
         """The restored tables' figures, computed like ``like``'s, over as many connections as pg_restore had
         jobs."""
-        return parallel_figures(self.connect, self.options.get("jobs", 2), dbname=name, like=like)
+        return parallel_figures(self.connect, self.options.get("jobs", 2), dbname=name, like=like,
+                                progress=self.progress)
 
     def verify(self, name, manifest):
         """The differences between database ``name`` and the backup's figures (none: the same data)."""
@@ -207,7 +211,7 @@ class Restorer(object):
             like.update(baseline or {})
             like.update(manifest["figures"])
             figures = parallel_figures(self.connect, self.options.get("jobs", 2), dbname=live, skip=ignore,
-                                       like=like)
+                                       like=like, progress=self.progress)
         return datacheck.discards(manifest["figures"], figures, changes, baseline, after, ignore)
 
     def swap(self, live, new, old):

@@ -73,6 +73,7 @@ attributes:
 extends_documentation_fragment:
   - community.postgresql.postgres
   - tmi.migration.postgres
+  - tmi.migration.progress
 author:
   - tmi.migration maintainers (@tmi-migration)
 """
@@ -136,7 +137,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
-from ansible_collections.tmi.migration.plugins.module_utils import pgtools
+from ansible_collections.tmi.migration.plugins.module_utils import pgtools, progress
 from ansible_collections.tmi.migration.plugins.module_utils.migrations import file_sha256
 from ansible_collections.tmi.migration.plugins.module_utils.postgres import argument_spec, connect, connector
 from ansible_collections.tmi.migration.plugins.module_utils.readonly import SnapshotPool, pool_figures
@@ -146,16 +147,22 @@ DUMP_DIR = "db.dump"
 APPLICATION_NAME = "tmi.migration.pg_backup"
 
 
-def dump_files(dump):
-    """{relative path: {size, sha256}} of every file of a dump directory, made 0600 in 0700 directories."""
-    files = {}
+def dump_files(dump, report=progress.NONE):
+    """{relative path: {size, sha256}} of every file of a dump directory, made 0600 in 0700 directories
+    (``report`` counts the bytes hashed)."""
+    paths = []
     for root, dirs, names in os.walk(dump):
         os.chmod(root, 0o700)
         for name in sorted(names):
             path = os.path.join(root, name)
             os.chmod(path, 0o600)
-            files[os.path.relpath(path, dump)] = dict(size=os.path.getsize(path), sha256=file_sha256(path))
+            paths.append((path, os.path.getsize(path)))
         dirs.sort()
+    files, done, total = {}, 0, sum(size for _path, size in paths)
+    for path, size in paths:
+        files[os.path.relpath(path, dump)] = dict(size=size, sha256=file_sha256(path))
+        done += size
+        report.count(done, total, "bytes")
     return files
 
 
@@ -184,10 +191,12 @@ def main():
             compress=dict(type="int", default=1),
             min_free_space_factor=dict(type="float", default=1.25),
             run_id=dict(type="str", default=""),
+            **progress.OPTIONS
         ),
         supports_check_mode=True,
     )
     params = module.params
+    report = progress.Progress.of_module(module)
     dest = params["dest"]
     manifest_path = os.path.join(dest, MANIFEST)
     dump = os.path.join(dest, DUMP_DIR)
@@ -240,18 +249,24 @@ def main():
                 argv = [pg_dump, "--format=directory", "--jobs=%d" % params["jobs"],
                         "--compress=%d" % params["compress"], "--snapshot=%s" % pool.snapshot_id, "--file", dump,
                         "--dbname", pgtools.conninfo(module, database, APPLICATION_NAME)]
-                process = pgtools.start(argv, env)
-                # The figures are computed while pg_dump runs, in the very snapshot it reads.
-                try:
-                    figures = pool_figures(pool)
-                finally:
-                    _stdout, stderr = process.communicate()
+                # pg_dump's sessions and the pool's (the figures) are watched; the dump writes one file per table.
+                labels = dict((figures_conn.get_backend_pid(), "figures") for figures_conn in pool.connections)
+                pool.progress = report
+                with report.step("dump", dbname=database, application_name=APPLICATION_NAME, labels=labels,
+                                 directory=dump):
+                    process = pgtools.start(argv, env)
+                    # The figures are computed while pg_dump runs, in the very snapshot it reads.
+                    try:
+                        figures = pool_figures(pool)
+                    finally:
+                        _stdout, stderr = process.communicate()
         finally:
             pool.close()  # ends the snapshot only after pg_dump is done
         if process.returncode != 0:
             shutil.rmtree(dump, ignore_errors=True)
             module.fail_json(msg="pg_dump failed: %s" % stderr.strip(), **result)
-        files = dump_files(dump)
+        with report.step("sha256 of the dump files"):
+            files = dump_files(dump, report)
         manifest = dict(
             format=1, tool="tmi.migration.pg_backup", run_id=params["run_id"], database=database,
             server_version=version, server_version_num=int(version_num), pg_dump_major=client,

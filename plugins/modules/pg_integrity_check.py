@@ -206,6 +206,7 @@ attributes:
 extends_documentation_fragment:
   - community.postgresql.postgres
   - tmi.migration.postgres
+  - tmi.migration.progress
 author:
   - tmi.migration maintainers (@tmi-migration)
 """
@@ -288,7 +289,7 @@ failed_checks:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
-from ansible_collections.tmi.migration.plugins.module_utils import bookkeeping
+from ansible_collections.tmi.migration.plugins.module_utils import bookkeeping, progress
 from ansible_collections.tmi.migration.plugins.module_utils.integrity import Checker
 from ansible_collections.tmi.migration.plugins.module_utils.postgres import argument_spec, connector
 from ansible_collections.tmi.migration.plugins.module_utils.readonly import SnapshotPool
@@ -329,14 +330,18 @@ def main():
             allow_changes=dict(type="list", elements="raw", default=[]),
             rehearsed=dict(type="dict", default={}),
             rehearsed_from=dict(type="dict", default={}),
+            **progress.OPTIONS
         ),
         supports_check_mode=True,
     )
+    report = progress.Progress.of_module(module)
     workers = module.params["workers_per_scan"]
     pool = SnapshotPool(connector(module, APPLICATION_NAME), module.params["parallel"],
                         None if workers < 0 else workers)
+    pool.progress = report
     try:
-        result = Checker(pool, module.params).run()
+        with report.step("scans", dbname=pool.connections[0].info.dbname, application_name=APPLICATION_NAME):
+            result = Checker(pool, module.params).run()
     except (psycopg2.Error, KeyError, ValueError) as error:
         module.fail_json(msg="Integrity check could not run: %s. Check the table and column names in the options."
                              % to_native(error).strip())

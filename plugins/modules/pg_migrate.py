@@ -126,6 +126,7 @@ extends_documentation_fragment:
   - community.postgresql.postgres
   - tmi.migration.postgres
   - tmi.migration.migration_files
+  - tmi.migration.progress
 author:
   - tmi.migration maintainers (@tmi-migration)
 """
@@ -390,7 +391,7 @@ unrecorded_tables:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.common.text.converters import to_native
-from ansible_collections.tmi.migration.plugins.module_utils import migrator
+from ansible_collections.tmi.migration.plugins.module_utils import migrator, progress
 from ansible_collections.tmi.migration.plugins.module_utils import migrations as files
 from ansible_collections.tmi.migration.plugins.module_utils.postgres import argument_spec, connect
 
@@ -407,7 +408,7 @@ def main():
             lock_wait_timeout=dict(type="float", default=60),
             rewrites=dict(type="list", elements="dict", default=[]),
             recover_rewrite=dict(type="bool", default=False),
-            **migrator.FILE_OPTIONS
+            **dict(migrator.FILE_OPTIONS, **progress.OPTIONS)
         ),
         supports_check_mode=True,
     )
@@ -432,9 +433,13 @@ def main():
     watching = params["operation"] == "migrate" and not module.check_mode and (params["lock_queue_timeout"] or 0) > 0
     watch = connect(module, WATCHDOG_NAME, autocommit=True) if watching else None
     engine = None
+    report = progress.Progress.of_module(module)
     try:
         engine = migrator.Migrator(conn, params, module.warn, watch)
-        result = engine.run(migrations, target, latest, module.check_mode)
+        engine.progress = report
+        # The migrating session is watched: what PostgreSQL says of its index builds, rewrites and lock waits.
+        with report.step("migration", dbname=conn.info.dbname, pids=[conn.get_backend_pid()]):
+            result = engine.run(migrations, target, latest, module.check_mode)
     except migrator.Refused as refusal:
         module.fail_json(msg=to_native(refusal), **refusal.details)
     finally:

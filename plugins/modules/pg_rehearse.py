@@ -88,6 +88,7 @@ extends_documentation_fragment:
   - community.postgresql.postgres
   - tmi.migration.postgres
   - tmi.migration.migration_files
+  - tmi.migration.progress
 author:
   - tmi.migration maintainers (@tmi-migration)
 """
@@ -227,7 +228,7 @@ dropped:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.common.text.converters import to_native
-from ansible_collections.tmi.migration.plugins.module_utils import migrator, rehearsal
+from ansible_collections.tmi.migration.plugins.module_utils import migrator, progress, rehearsal
 from ansible_collections.tmi.migration.plugins.module_utils import migrations as files
 from ansible_collections.tmi.migration.plugins.module_utils.postgres import argument_spec, connector
 from ansible_collections.tmi.migration.plugins.module_utils.restore import (
@@ -254,7 +255,7 @@ def main():
             require_reversible=dict(type="bool", default=False),
             max_exclusive_seconds=dict(type="float"),
             online_rewrites=dict(type="bool", default=True),
-            **migrator.FILE_OPTIONS
+            **dict(migrator.FILE_OPTIONS, **progress.OPTIONS)
         ),
         supports_check_mode=True,
     )
@@ -268,6 +269,7 @@ def main():
     except (files.MigrationError, RestoreError) as error:
         module.fail_json(msg="%s Nothing was rehearsed." % to_native(error).rstrip("."))
     connect = connector(module, APPLICATION_NAME)
+    report = progress.Progress.of_module(module)
     restorer = Restorer(connect, params, module.warn)
     result = dict(changed=False, rehearsed=False, dropped=False, up=[], down=[], lines=[])
     try:
@@ -280,7 +282,7 @@ def main():
             module.exit_json(**result)
         problem = None
         try:
-            result.update(rehearse(connect, target_db, params, migrations, target, manifest, module.warn))
+            result.update(rehearse(connect, target_db, params, migrations, target, manifest, module.warn, report))
         except psycopg2.Error as error:
             problem = ("The rehearsal could not run on %s: %s. Production was not changed."
                        % (target_db, to_native(error).strip()))
@@ -300,12 +302,16 @@ def main():
     module.exit_json(**result)
 
 
-def rehearse(connect, target_db, params, migrations, target, manifest, warn):
+def rehearse(connect, target_db, params, migrations, target, manifest, warn, report):
     conn = connect(dbname=target_db, autocommit=True)
     watch = connect(dbname=target_db, autocommit=True)
     try:
         engine = rehearsal.Rehearsal(conn, params, watch, warn)
-        return engine.rehearse(migrations, target, manifest["figures"], params["max_exclusive_seconds"])
+        engine.progress = report
+        # Watched on the copy until the files are back down; the step ends (and its session with it) before the
+        # copy is dropped.
+        with report.step("rehearsal on %s" % target_db, dbname=target_db, pids=[conn.get_backend_pid()]):
+            return engine.rehearse(migrations, target, manifest["figures"], params["max_exclusive_seconds"])
     except migrator.Refused as refusal:
         return dict(refusal.details, up_ok=False, error=to_native(refusal))
     finally:

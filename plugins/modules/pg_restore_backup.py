@@ -207,6 +207,7 @@ notes:
 extends_documentation_fragment:
   - community.postgresql.postgres
   - tmi.migration.postgres
+  - tmi.migration.progress
 author:
   - tmi.migration maintainers (@tmi-migration)
 """
@@ -299,7 +300,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
-from ansible_collections.tmi.migration.plugins.module_utils import bookkeeping, pgtools, snapshot
+from ansible_collections.tmi.migration.plugins.module_utils import bookkeeping, pgtools, progress, snapshot
 from ansible_collections.tmi.migration.plugins.module_utils.postgres import argument_spec, connector
 from ansible_collections.tmi.migration.plugins.module_utils.restore import (
     Restorer,
@@ -344,6 +345,7 @@ def main():
             state_table=dict(type="str", default=bookkeeping.STATE_TABLE),
             history_table=dict(type="str", default=bookkeeping.HISTORY_TABLE),
             run_lock_table=dict(type="str", default=bookkeeping.RUN_LOCK_TABLE),
+            **progress.OPTIONS
         ),
         required_by=dict(replace="keep_old_as"),
         mutually_exclusive=[("replace", "drop_after"), ("verify_only", "replace"), ("verify_only", "drop_after"),
@@ -358,12 +360,20 @@ def main():
     problem = options_problem(params)
     if problem:
         module.fail_json(msg=problem + " Nothing was changed.")
+    report = progress.Progress.of_module(module)
     try:
-        manifest, dump = load_manifest(params["backup"])
+        with report.step("sha256 check of the backup's files"):
+            manifest, dump = load_manifest(params["backup"])
     except RestoreError as error:
         module.fail_json(msg=to_native(error))
     result = dict(changed=False, target_db=target, verified=False, backup=params["backup"])
     restorer = Restorer(connector(module, APPLICATION_NAME), params, module.warn)
+    restorer.progress = report
+
+    def scans(what, database):
+        """A step whose work is the restorer's parallel scans of ``database``."""
+        return report.step("%s %s" % (what, database), dbname=database, application_name=APPLICATION_NAME)
+
     try:
         if params["drop_scratch"]:
             if restorer.is_scratch_of(target, manifest["database"]):
@@ -377,13 +387,15 @@ def main():
         if params["guard_only"]:
             if not restorer.exists(target):
                 module.fail_json(msg="The live database %s does not exist. Nothing was changed." % target, **result)
-            result["discards"] = restorer.guard(target, manifest, params["changes"], params["baseline"],
-                                                params["after"], params["writes_stopped"])
+            with scans("measuring what a swap would discard in", target):
+                result["discards"] = restorer.guard(target, manifest, params["changes"], params["baseline"],
+                                                    params["after"], params["writes_stopped"])
             module.exit_json(**result)
         if params["verify_only"]:
             if not restorer.exists(target):
                 module.fail_json(msg="Database %s does not exist; nothing to verify." % target, **result)
-            differences = restorer.verify(target, manifest)
+            with scans("verify", target):
+                differences = restorer.verify(target, manifest)
             result.update(differences=differences, verified=not differences)
             if differences:
                 module.fail_json(msg="Database %s differs from backup %s: %s" % (
@@ -418,13 +430,17 @@ def main():
             restorer.drop(target)
         restorer.create(target, manifest, scratch=scratch)
         try:
-            with pgtools.PasswordFile(module) as env:
+            # pg_restore's sessions are watched: each table's COPY against the rows the backup's figures give it.
+            totals = dict((name, figures["rows"]) for name, figures in manifest["figures"].items())
+            with pgtools.PasswordFile(module) as env, report.step(
+                    "restore into %s" % target, dbname=target, application_name=APPLICATION_NAME, totals=totals):
                 error = pgtools.run([pg_restore, "--exit-on-error", "--jobs=%d" % params["jobs"],
                                      "--dbname", pgtools.conninfo(module, target, APPLICATION_NAME), dump], env)
             if error:
                 raise RuntimeError("pg_restore failed: %s" % error)
             if params["verify"]:
-                differences = restorer.verify(target, manifest)
+                with scans("verify", target):
+                    differences = restorer.verify(target, manifest)
                 result["differences"] = differences
                 if differences:
                     raise RuntimeError("the restored data differs from the backup's figures: %s"

@@ -23,6 +23,7 @@ BENCHMARKS = [
     ("restore", [], {"restore_seconds", "bare_pg_restore_seconds", "planned_rollback_seconds", "ratio"}),
     ("orchestration", [], {"parts", "phases", "migrate_seconds", "tasks", "slowest_tasks", "ratio", "targets"}),
     ("online_migration", ["--rate", "50"], {"ways", "threats", "target"}),
+    ("progress", ["--steps", "2", "--sleep", "1"], {"runs", "short_step_cost_ms", "long_step_cost_ms", "own_work_ms"}),
     # migrate.yml under both loads, at low rates, the collection's way only (the runbook's way differs by extra
     # variables alone): the longest of these
     ("application", ["--rate", "5", "--pgbench-rate", "10", "--ways", "collection"],
