@@ -44,8 +44,10 @@ options:
     description:
       - Connections that compute the figures while pg_dump runs, all in the dump's snapshot, the largest tables
         first. C(0) uses as many as O(jobs).
-      - They share the cores with pg_dump's jobs; docs/benchmarks.md (benchmark 2) measures one connection against
-        O(jobs) connections on two cores.
+      - They share the cores with pg_dump's jobs (two connections were a little faster than one on two cores with
+        two jobs, docs/benchmarks.md, section 7).
+      - The dump holds O(figures_jobs) + O(jobs) + 1 connections to the database (and one more for progress lines),
+        which a connection pool in front of it must allow.
     type: int
     default: 0
     version_added: 0.1.0
@@ -241,6 +243,7 @@ def main():
             module.exit_json(**result)
 
         started = time.monotonic()
+        conn.close()  # the dump needs the pool's connections and pg_dump's only
         # The pool's first connection exports the snapshot pg_dump reads; the others import it.
         pool = SnapshotPool(connector(module, APPLICATION_NAME), params["figures_jobs"] or params["jobs"],
                             workers_per_scan=0)

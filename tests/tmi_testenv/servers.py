@@ -285,7 +285,7 @@ class PgBouncerServer:
     backend: PostgresServer
     pool_mode: str = "transaction"
     binary: Path | None = None
-    pool_size: int = 5
+    pool_size: int = 10  # the backup holds 2 x backup_jobs + 1 connections, progress one more
     host: str = "127.0.0.1"
     port: int = 0
     base: Path | None = None
