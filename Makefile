@@ -7,6 +7,8 @@ PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/tests
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 DEMO_SCALE ?= 2000
+# Every step of the demo's small database ends within the default 5 s between progress lines: one a second shows them.
+DEMO_PROGRESS_INTERVAL ?= 1
 
 MATRIX ?= 15:6.2 15:7 17:6.2 17:7 18:7
 
@@ -17,7 +19,7 @@ bootstrap:
 
 demo: bootstrap
 	$(PY) -m tmi_testenv run --seed-version 15 --scale $(DEMO_SCALE) -- \
-	  ansible-playbook -i inventories/local playbooks/migrate.yml
+	  ansible-playbook -i inventories/local playbooks/migrate.yml -e tmi_progress_interval=$(DEMO_PROGRESS_INTERVAL)
 
 test: bootstrap
 	scripts/test.sh
