@@ -18,10 +18,11 @@ compared with (``like``), so a backup made by an older version still verifies:
   values swapped between two rows), where each
   column whose type's own extended hash tells apart every two values that differ (integers,
   booleans, text and varchar of a deterministic collation, bytea, uuid, dates and times, network
-  addresses, and arrays of those) is hashed by it, and every other column by the hash of its text
+  addresses) is hashed by it, and every other column by the hash of its text
   (``hashtextextended``): numeric, floats, jsonb and interval hash equal values alike (1.0 and
-  1.00, 0 and -0, '1 day' and '24 hours'), enums hash their OIDs (not the same after a restore),
-  json has no hash. About three to six times cheaper than md5 of the row's text.
+  1.00, 0 and -0, '1 day' and '24 hours'), arrays hash their elements but not their dimensions or
+  bounds, enums hash their OIDs (not the same after a restore), json has no hash. About three to
+  six times cheaper than md5 of the row's text.
 * ``md5`` (every server; the figures of backups made by earlier versions, which name no algorithm):
   the first 64 bits of md5 of the row's text.
 """
@@ -125,10 +126,10 @@ def column_hashing(rows):
     """[(column, how)] from COLUMN_TYPES_SQL's rows (less schema and table): how each column enters the hash64
     row hash."""
     plan = []
-    for name, typ, typtype, catalog, base, base_typtype, base_catalog, elem, elem_typtype, elem_catalog, \
+    for name, typ, typtype, catalog, base, base_typtype, base_catalog, elem, _elem_typtype, _elem_catalog, \
             deterministic in rows:
-        if elem is not None:  # an array, hashed element by element with the element type's hash
-            how = AS_IS if _exact(elem, elem_typtype, elem_catalog, deterministic) else TEXT
+        if elem is not None:  # an array's hash is its elements' alone: '{{1,2}}', '{1,2}' and '[0:1]={1,2}' alike
+            how = TEXT
         else:
             if typtype == "d":  # a domain hashes and casts as its base type (a domain over a domain: as text)
                 typ, typtype, catalog = base, base_typtype, base_catalog

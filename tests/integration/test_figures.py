@@ -38,6 +38,8 @@ CHANGES = {
     "timestamptz_microsecond": "UPDATE families SET ts = ts + interval '1 microsecond' WHERE id = 1",
     "interval_same_span": "UPDATE families SET iv = '24 hours' WHERE id = 1",
     "array_element": "UPDATE families SET arr = '{1,3}' WHERE id = 1",
+    "array_dimensions": "UPDATE families SET arr = '{{1,2}}' WHERE id = 1",
+    "array_bounds": "UPDATE families SET arr = '[0:1]={1,2}' WHERE id = 1",
     "numeric_array_scale": "UPDATE families SET narr = '{1.00}' WHERE id = 1",
     "text_array": "UPDATE families SET tarr = '{a,B}' WHERE id = 1",
     "bytea": "UPDATE families SET b = '\\x01ff' WHERE id = 1",
