@@ -215,7 +215,8 @@ class Checker(object):
                     wanted = set(params["snapshot_tables"])
                     snapshot_tables = [t for t in snapshot_tables if "%s.%s" % t in wanted]
                 hashing = snapshot.hashings(cur, snapshot_tables)
-            # Row hashes: about twice a plain scan's work per byte (md5 of the row's text: five times and more).
+            # A row hash costs more per byte than a plain scan, which the cost factor orders by (md5 of the row's
+            # text costs 3-6 times the row hash: docs/benchmarks.md, section 7).
             # Compared with a baseline, each table is figured by the baseline's algorithm.
             like = params["compare_to"] or {}
             jobs += [("snapshot", figures_job(s, t, projected.get("%s.%s" % (s, t)), like.get("%s.%s" % (s, t)),
