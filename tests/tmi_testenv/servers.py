@@ -273,8 +273,59 @@ def find_pgbouncer() -> Path:
                       "install it with 'apt-get install pgbouncer' or set TMI_PGBOUNCER")
 
 
+class _LoopbackServer:
+    """What PgBouncer and Redis share: start on a free loopback port (again on another if it was taken between
+    probe and bind), wait until it answers, the tail of its log for errors, and stop. A subclass names itself
+    (``NAME``, ``PREFIX`` of its temp directory, ``LOG`` file in it) and says how to ``_launch`` it, how to
+    ``_ping`` it and which exceptions mean it does not answer yet (``_not_ready``)."""
+
+    NAME = PREFIX = LOG = ""
+
+    def start(self):
+        self.base = Path(tempfile.mkdtemp(prefix=self.PREFIX))
+        last_error = ""
+        for _attempt in range(5):  # the free port can be taken between probe and bind
+            self.port = free_port()
+            self.process = self._launch()
+            if self._wait_ready():
+                return self
+            last_error = self._log_tail()
+            self._terminate()
+        self.stop()
+        raise ServerError(f"{self.NAME} did not start: {last_error}")
+
+    def _wait_ready(self, timeout: float = 15.0) -> bool:
+        not_ready = self._not_ready()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                return False
+            try:
+                self._ping()
+                return True
+            except not_ready:
+                time.sleep(0.05)
+        return False
+
+    def _log_tail(self) -> str:
+        log = self.base / self.LOG if self.base else None
+        return log.read_text()[-2000:] if log and log.exists() else ""
+
+    def stop(self) -> None:
+        self._terminate()
+        if self.base:
+            shutil.rmtree(self.base, ignore_errors=True)
+            self.base = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 @dataclass
-class PgBouncerServer:
+class PgBouncerServer(_LoopbackServer):
     """A throwaway PgBouncer on a free loopback port in front of ``backend``, in one ``pool_mode``.
 
     Every database name is passed through to the backend (a ``*`` entry), with the backend's superuser
@@ -290,6 +341,7 @@ class PgBouncerServer:
     port: int = 0
     base: Path | None = None
     process: subprocess.Popen | None = None
+    NAME, PREFIX, LOG = "PgBouncer", "tmi-testenv-pgbouncer-", "pgbouncer.log"
 
     def __post_init__(self) -> None:
         self.binary = Path(self.binary) if self.binary else find_pgbouncer()
@@ -325,41 +377,20 @@ class PgBouncerServer:
                 shutil.chown(path, user=_UNPRIVILEGED_USER)
         return config
 
-    def start(self) -> PgBouncerServer:
+    def _launch(self) -> subprocess.Popen:
         assert self.binary is not None
-        self.base = Path(tempfile.mkdtemp(prefix="tmi-testenv-pgbouncer-"))
-        last_error = ""
-        for _attempt in range(5):  # the free port can be taken between probe and bind
-            self.port = free_port()
-            config = self._write_config()
-            argv = [str(self.binary), "-q", str(config)]
-            self.process = subprocess.Popen(
-                ["runuser", "-u", _UNPRIVILEGED_USER, "--", *argv] if _is_root() else argv,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            if self._wait_ready():
-                return self
-            last_error = self._log_tail()
-            self._terminate()
-        self.stop()
-        raise ServerError(f"PgBouncer did not start: {last_error}")
+        argv = [str(self.binary), "-q", str(self._write_config())]
+        return subprocess.Popen(["runuser", "-u", _UNPRIVILEGED_USER, "--", *argv] if _is_root() else argv,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def _wait_ready(self, timeout: float = 15.0) -> bool:
+    @staticmethod
+    def _not_ready() -> tuple[type[Exception], ...]:
         import psycopg2
 
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                return False
-            try:
-                self.connect().close()
-                return True
-            except psycopg2.OperationalError:
-                time.sleep(0.05)
-        return False
+        return (psycopg2.OperationalError,)
 
-    def _log_tail(self) -> str:
-        log = self.base / "pgbouncer.log" if self.base else None
-        return log.read_text()[-2000:] if log and log.exists() else ""
+    def _ping(self) -> None:
+        self.connect().close()
 
     def pid(self) -> int | None:
         """PgBouncer's own process (under root, the child of runuser)."""
@@ -387,18 +418,6 @@ class PgBouncerServer:
                 self.process.wait(timeout=10)
         self.process = None
 
-    def stop(self) -> None:
-        self._terminate()
-        if self.base:
-            shutil.rmtree(self.base, ignore_errors=True)
-            self.base = None
-
-    def __enter__(self) -> PgBouncerServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def connect(self, dbname: str = "postgres", autocommit: bool = True):
         import psycopg2
 
@@ -413,7 +432,7 @@ class PgBouncerServer:
 
 
 @dataclass
-class RedisServer:
+class RedisServer(_LoopbackServer):
     """A throwaway Redis with a password, no persistence, and a config file (so CONFIG REWRITE works)."""
 
     version: str | None = None
@@ -425,6 +444,7 @@ class RedisServer:
     process: subprocess.Popen | None = None
     server_version: str = ""
     extra_config: str = ""  # more redis.conf lines, e.g. rename-command CONFIG "" as managed services do
+    NAME, PREFIX, LOG = "Redis", "tmi-testenv-redis-", "redis.log"
 
     def __post_init__(self) -> None:
         self.binary = Path(self.binary) if self.binary else find_redis_server(self.version)
@@ -434,45 +454,26 @@ class RedisServer:
         assert self.base is not None
         return self.base / "redis.conf"
 
-    def start(self) -> RedisServer:
-        self.base = Path(tempfile.mkdtemp(prefix="tmi-testenv-redis-"))
-        last_error = ""
-        for _attempt in range(5):
-            self.port = free_port()
-            self.config_file.write_text(
-                f"port {self.port}\nbind {self.host}\nsave \"\"\nappendonly no\ndaemonize no\n"
-                f"dir {self.base}\nrequirepass {self.password}\nlogfile {self.base / 'redis.log'}\n"
-                f"{self.extra_config}\n")
-            os.chmod(self.config_file, 0o600)
-            self.process = subprocess.Popen([str(self.binary), str(self.config_file)],
-                                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            if self._wait_ready():
-                return self
-            last_error = self._log_tail()
-            self._terminate()
-        self.stop()
-        raise ServerError(f"Redis did not start: {last_error}")
+    def _launch(self) -> subprocess.Popen:
+        self.config_file.write_text(
+            f"port {self.port}\nbind {self.host}\nsave \"\"\nappendonly no\ndaemonize no\n"
+            f"dir {self.base}\nrequirepass {self.password}\nlogfile {self.base / self.LOG}\n"
+            f"{self.extra_config}\n")
+        os.chmod(self.config_file, 0o600)
+        return subprocess.Popen([str(self.binary), str(self.config_file)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
-    def _wait_ready(self, timeout: float = 15.0) -> bool:
+    @staticmethod
+    def _not_ready() -> tuple[type[Exception], ...]:
         import redis
 
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                return False
-            try:
-                client = self.client()
-                client.ping()
-                self.server_version = client.info("server")["redis_version"]
-                client.close()
-                return True
-            except redis.exceptions.ConnectionError:
-                time.sleep(0.05)
-        return False
+        return (redis.exceptions.ConnectionError,)
 
-    def _log_tail(self) -> str:
-        log = self.base / "redis.log" if self.base else None
-        return log.read_text()[-2000:] if log and log.exists() else ""
+    def _ping(self) -> None:
+        client = self.client()
+        client.ping()
+        self.server_version = client.info("server")["redis_version"]
+        client.close()
 
     def _terminate(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -488,18 +489,6 @@ class RedisServer:
 
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
-
-    def stop(self) -> None:
-        self._terminate()
-        if self.base:
-            shutil.rmtree(self.base, ignore_errors=True)
-            self.base = None
-
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def client(self, db: int = 0):
         import redis
