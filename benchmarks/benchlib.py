@@ -37,6 +37,12 @@ RESULTS = REPO / "benchmarks" / "results"
 MISSED = 3  # exit status: the benchmark ran and wrote its results, and its target was missed
 BIN = Path(sys.executable).parent
 JOBS, COMPRESS = 2, 1  # the backup role's backup_jobs and backup_compress defaults, for the bare commands
+TEN_MILLION_SCALE = 230000  # --scale of about ten million rows (23000: about one million)
+
+
+def scaled_target(scale: int, at_one_million: float, at_ten_million: float) -> float:
+    """A target given at one and at ten million rows: the ten-million one from --scale 230000 up, the other below."""
+    return at_ten_million if scale >= TEN_MILLION_SCALE else at_one_million
 
 
 def parser(doc: str, scale: int, repeat: int = 1) -> argparse.ArgumentParser:
