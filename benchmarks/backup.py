@@ -31,7 +31,19 @@ from __future__ import annotations
 import shutil
 import sys
 
-from benchlib import COMPRESS, JOBS, Bench, bars, best, exit_status, parser, scaled_target, table
+from benchlib import (
+    COMPRESS,
+    JOBS,
+    Bench,
+    bars,
+    best,
+    exit_status,
+    parser,
+    profile_env,
+    scaled_target,
+    table,
+    task_seconds,
+)
 
 
 def runbook(bench: Bench, round_no: int) -> dict:
@@ -66,12 +78,13 @@ def main() -> int:
     target = scaled_target(args.scale, 1.3, 1.15)
     with Bench("backup", args) as bench:
         rows = bench.database("tmi", 15)
-        runbook_rounds, role_times, bare_times, one_connection_times = [], [], [], []
+        runbook_rounds, role_times, bare_times, one_connection_times, role_tasks = [], [], [], [], []
         for round_no in range(args.repeat):
             runbook_rounds.append(runbook(bench, round_no))
             bare_times.append(bare_parallel(bench, round_no))
             role_times.append(bench.playbook("benchmarks/playbooks/backup.yml", "tmi", "-e",
-                                             f"bench_run_id=bench-{round_no}"))
+                                             f"bench_run_id=bench-{round_no}", env=profile_env()))
+            role_tasks.append(task_seconds(bench.output))
             if args.one_figure_connection:
                 one_connection_times.append(bench.playbook("benchmarks/playbooks/backup.yml", "tmi", "-e",
                                                            f"bench_run_id=bench-one-{round_no}",
@@ -82,6 +95,7 @@ def main() -> int:
         result = {"runbook_seconds": [round(t, 3) for t in runbook_times],
                   "runbook_steps": {k: round(v, 3) for k, v in fastest.items()},
                   "role_seconds": [round(t, 3) for t in role_times],
+                  "role_tasks": role_tasks[role_times.index(best(role_times))],
                   "bare_parallel_seconds": [round(t, 3) for t in bare_times],
                   "bare_parallel_ratio": round(best(bare_times) / best(runbook_times), 3),
                   "runbook_ratio": round(best(role_times) / best(runbook_times), 3),

@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import signal
 import statistics
 import subprocess
@@ -37,6 +38,23 @@ RESULTS = REPO / "benchmarks" / "results"
 MISSED = 3  # exit status: the benchmark ran and wrote its results, and its target was missed
 BIN = Path(sys.executable).parent
 JOBS, COMPRESS = 2, 1  # the backup role's backup_jobs and backup_compress defaults, for the bare commands
+# ansible.posix.profile_tasks: its environment, and the lines of its recap ("name ---- 1.23s").
+PROFILE = re.compile(r"^(?P<task>.+?) -+ (?P<seconds>\d+\.\d+)s$")  # profile_tasks pads with at least one -
+
+
+def profile_env(limit: int = 30) -> dict[str, str]:
+    """The environment that makes ansible-playbook print its slowest ``limit`` tasks at the end."""
+    return {"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks", "PROFILE_TASKS_SORT_ORDER": "descending",
+            "PROFILE_TASKS_TASK_OUTPUT_LIMIT": str(limit)}
+
+
+def task_seconds(output: str) -> list[dict]:
+    """The tasks profile_tasks printed after the play recap of ``output``, slowest first: [{task, seconds}]."""
+    recap = output[output.rfind("PLAY RECAP"):]
+    return [{"task": m["task"].strip(), "seconds": float(m["seconds"])} for m in map(PROFILE.match, recap.splitlines())
+            if m]
+
+
 TEN_MILLION_SCALE = 230000  # --scale of about ten million rows (23000: about one million)
 
 

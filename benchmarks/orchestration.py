@@ -27,11 +27,10 @@ import re
 import shutil
 import sys
 
-from benchlib import Bench, best, exit_status, parser, scaled_target, table
+from benchlib import Bench, best, exit_status, parser, profile_env, scaled_target, table, task_seconds
 from validation import equivalent_sql
 
 DEMO_SCALE, RATIO_SCALE = 2000, 23000
-PROFILE = re.compile(r"^(?P<task>.+?) -+ (?P<seconds>\d+\.\d+)s$")  # profile_tasks pads with at least one -
 RECAP = re.compile(r"ok=(?P<ok>\d+) .* skipped=(?P<skipped>\d+)")
 
 
@@ -59,14 +58,12 @@ def migrate(bench: Bench, round_no: int, *extra: str) -> dict:
     bench.clone("tmi_source", "tmi")
     run_id = f"round{round_no}" + ("x" if extra else "")
     seconds = bench.playbook("playbooks/migrate.yml", "tmi", "-e", f"tmi_run_id={run_id}", *extra,
-                             env={"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks",
-                                  "PROFILE_TASKS_SORT_ORDER": "descending", "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "30"})
+                             env=profile_env())
     record = bench.last_run_record()
     if record.get("failed") or record.get("migration", {}).get("version_after") != 17:
         raise SystemExit(f"migrate.yml did not bring the database to 17: {record.get('error')}")
     recap = bench.output[bench.output.rfind("PLAY RECAP"):]
-    slowest = [{"task": m["task"].strip(), "seconds": float(m["seconds"])}
-               for m in map(PROFILE.match, recap.splitlines()) if m]
+    slowest = task_seconds(bench.output)
     counts = RECAP.search(recap)
     return {"seconds": seconds, "tasks": int(counts["ok"]), "skipped_tasks": int(counts["skipped"]),
             "phases": {p["phase"]: p["duration"] for p in record.get("phases", [])}, "slowest_tasks": slowest}

@@ -21,19 +21,17 @@ differences are reported beside it; on a loaded machine they are within the nois
 
 from __future__ import annotations
 
-import re
 import shutil
 import statistics
 import subprocess
 import threading
 import time
 
-from benchlib import Bench, exit_status, parser, table
+from benchlib import Bench, exit_status, parser, profile_env, table, task_seconds
 
 # isort: split
 from ansible_collections.tmi.migration.plugins.module_utils import progress
 
-PROFILE = re.compile(r"^(?P<task>.+?) -+ (?P<seconds>\d+\.\d+)s$")
 INTERVAL = 5
 TARGET_OWN_MS = 5
 
@@ -51,10 +49,9 @@ def run(bench: Bench, args, round_no: int) -> dict[str, float]:
     bench.playbook("benchmarks/playbooks/progress_overhead.yml", "tmi", "-e", f"short_steps={args.steps}",
                    "-e", f"sleep_migrations={migrations}", "-e", "sleep_db_on=tmi_sleep_on",
                    "-e", "sleep_db_off=tmi_sleep_off", "-e", f"interval={INTERVAL}",
-                   env={"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks",
-                        "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "10"})
+                   env=profile_env(10))
     shutil.rmtree(migrations)
-    seconds = {m["task"].strip(): float(m["seconds"]) for m in map(PROFILE.match, bench.output.splitlines()) if m}
+    seconds = {t["task"]: t["seconds"] for t in task_seconds(bench.output)}
 
     def task(start):
         return next(value for name, value in seconds.items() if name.startswith(start))

@@ -12,7 +12,10 @@ The one run also carries the proofs of a plain successful migrate.yml:
 * at -vvv (verbosity 3) no secret (database and Redis passwords, the application's token) is in the
   output, the run record holds the pre-flight's server versions and is readable by its owner only;
 * a database named with 62 bytes of multibyte characters migrates, and the verification copy's name
-  is cut on a character boundary to fit PostgreSQL's 63 bytes.
+  is cut on a character boundary to fit PostgreSQL's 63 bytes;
+* checks and steps the pre-flight already made are not made again by later phases (each is a module call):
+  the backup and Redis pre-flight checks run once, and the run directory is created once for the checkpoints
+  and the final record.
 """
 
 from __future__ import annotations
@@ -63,6 +66,13 @@ def test_migrate_job_template_through_ansible_runner(pg_server, redis_server, tm
     assert (artifacts["version_before"], artifacts["version_after"]) == (15, 17)
     assert artifacts["backup_verified"] is True and artifacts["failed_checks"] == 0
     assert all(result in ("pass", "n/a") for result in artifacts["criteria"].values()), artifacts["criteria"]
+
+    ran = [event["event_data"]["task"] for event in run.events if event["event"] == "runner_on_ok"]
+    for once in ("Read whether the database user may create, rename and drop the databases of a restore",
+                 "Read the settings the phase will set, in check mode (CONFIG GET is refused when CONFIG is not allowed)",
+                 "Create the backup directories with private permissions", "Create the run directory"):
+        assert ran.count(once) == 1, (once, ran.count(once))  # a loop's items are runner_item_on_ok events
+    assert ran.count("Write the run record's checkpoint") >= 2 and "Write the run record" in ran
 
     stdout = run.stdout.read()
     assert "ESTABLISH LOCAL CONNECTION FOR USER" in stdout, "the run is at -vvv"
