@@ -88,7 +88,7 @@ def main() -> int:
             if args.one_figure_connection:
                 one_connection_times.append(bench.playbook("benchmarks/playbooks/backup.yml", "tmi", "-e",
                                                            f"bench_run_id=bench-one-{round_no}",
-                                                           "-e", "backup_figures_jobs=1"))
+                                                           "-e", "backup_figures_jobs=1", env=profile_env()))
         runbook_times = [sum(r.values()) for r in runbook_rounds]
         fastest = runbook_rounds[runbook_times.index(best(runbook_times))]
         ratio = best(role_times) / best(bare_times)

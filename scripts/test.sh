@@ -41,7 +41,7 @@ scenarios_for() {
 standard_pairs="15:7 17:6.2"
 matrix="${TMI_MATRIX-$standard_pairs}"
 
-# Every directory with a molecule.yml is a scenario (molecule/shared holds their common playbooks): one
+# Every directory with a molecule.yml is a scenario (molecule/common holds their common playbooks): one
 # that no pair runs is an error, not a scenario silently left out.
 planned=" $(for pair in default $standard_pairs; do scenarios_for "$pair"; done | tr '\n' ' ') "
 for scenario in molecule/*/molecule.yml; do

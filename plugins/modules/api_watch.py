@@ -19,7 +19,8 @@ description:
     answered again, so to within one O(interval)), with the last answer of each, and the longest stretch during which
     no target answered - for a single host the gap its users see; for hosts restarted one at a time, zero.
   - Meant to run in the background (C(async), C(poll=0)) while the app_config role restarts the application hosts,
-    and to be collected with M(ansible.builtin.async_status) after the role creates O(stop_file).
+    and to be collected with M(ansible.builtin.async_status) after the role removes O(stop_file)'s directory (creating
+    O(stop_file) ends it too).
   - Written for this collection because M(ansible.builtin.uri) and M(ansible.builtin.wait_for) wait for one endpoint
     in the foreground and report no unavailability. It sends no token - health endpoints are public in the
     runbook, and the arguments of a background job are written to a file on the host.
@@ -116,11 +117,10 @@ EXAMPLES = r"""
 
 # ... restart the hosts one at a time ...
 
-- name: Tell the watcher to stop
+- name: Remove the stop file's directory, which tells the watcher to stop
   ansible.builtin.file:
-    path: "{{ watch_dir.path }}/stop"
-    state: touch
-    mode: "0600"
+    path: "{{ watch_dir.path }}"
+    state: absent
 
 - name: Collect what the watcher saw
   ansible.builtin.async_status:

@@ -68,9 +68,13 @@ def test_migrate_job_template_through_ansible_runner(pg_server, redis_server, tm
     assert all(result in ("pass", "n/a") for result in artifacts["criteria"].values()), artifacts["criteria"]
 
     ran = [event["event_data"]["task"] for event in run.events if event["event"] == "runner_on_ok"]
-    for once in ("Read whether the database user may create, rename and drop the databases of a restore",
-                 "Read the settings the phase will set, in check mode (CONFIG GET is refused when CONFIG is not allowed)",
-                 "Create the backup directories with private permissions", "Create the run directory"):
+    checked_once = (
+        "Read whether the database user may create, rename and drop the databases of a restore",
+        "Read the settings the phase will set, in check mode (CONFIG GET is refused when CONFIG is not allowed)",
+        "Create the backup directories with private permissions",
+        "Create the run directory",
+    )
+    for once in checked_once:
         assert ran.count(once) == 1, (once, ran.count(once))  # a loop's items are runner_item_on_ok events
     assert ran.count("Write the run record's checkpoint") >= 2 and "Write the run record" in ran
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 import time
 
@@ -281,6 +282,40 @@ def test_role_reports_an_unusable_backup_dir(tmi_db, redis_server, tmp_path):
     result, _unused = run_role(tmi_db, redis_server, tmp_path, "main", "-e", "run_id=x1")
     assert result.returncode != 0
     assert "Cannot create the backup directory" in result.stdout and "Nothing was written" in result.stdout
+
+
+def task_outcomes(stdout: str, task: str) -> list[str]:
+    """The outcome (ok, changed, skipping, failed) of each run of the backup role's task named ``task``."""
+    return re.findall(r"TASK \[tmi\.migration\.backup : " + re.escape(task) + r"\] \*+\n(?:.*\n)*?(ok|changed|skipping"
+                      r"|fatal):", stdout)
+
+
+def test_the_checks_run_once_per_run_and_inputs_and_again_when_an_input_changes(tmi_db, redis_server, tmp_path):
+    tmi_db.migrate(15)
+    env = ansible_env(tmi_db.server, redis_server, tmi_db.name, tmp_path)
+    result = run_playbook(str(REPO / "tests" / "integration" / "playbooks" / "backup_checked_once.yml"), env,
+                          "-e", "run_id=once1")
+    assert result.returncode == 0, result.stdout[-3000:]
+    privileges = "Read whether the database user may create, rename and drop the databases of a restore"
+    assert task_outcomes(result.stdout, privileges) == ["ok", "skipping", "ok"], result.stdout[-3000:]
+    directories = "Create the backup directories with private permissions"
+    assert task_outcomes(result.stdout, directories) == ["changed", "skipping", "changed"], result.stdout[-3000:]
+    # The input assertions run every time.
+    assert task_outcomes(result.stdout, "Assert that the backup inputs are usable") == ["ok", "ok", "ok"]
+    assert (tmp_path / "backups" / "other" / tmi_db.name / "once1" / "manifest.json").exists()
+
+
+def test_a_connection_without_login_db_gets_the_inputs_message(tmi_db, redis_server, tmp_path):
+    lookup = "{{ lookup('ansible.builtin.env', 'TMI_PG_NAME') }}"  # the password stays in the environment
+    connection = {key: lookup.replace("NAME", name)
+                  for key, name in (("login_host", "HOST"), ("login_port", "PORT"), ("login_user", "USER"),
+                                    ("login_password", "PASSWORD"))}
+    extra = tmp_path / "no_login_db.json"
+    extra.write_text(json.dumps({"tmi_db_connection": connection}))
+    result, _unused = run_role(tmi_db, redis_server, tmp_path, "main", "-e", "run_id=x2", "-e", f"@{extra}")
+    assert result.returncode != 0
+    assert "tmi_db_connection must name login_db" in " ".join(result.stdout.split()), result.stdout[-3000:]
+    assert not (tmp_path / "backups").exists()
 
 
 def test_restore_entry_point_without_a_backup_says_so(tmi_db, redis_server, tmp_path):

@@ -19,8 +19,10 @@ from conftest import REPO
 BENCHMARKS = [
     ("validation", [], {"psql_seconds", "role_seconds", "ratio", "median_ratio"}),
     ("figures", [], {"tables", "table_bytes", "whole_database", "ratio_md5_to_hash64"}),
-    ("backup", [], {"runbook_seconds", "runbook_steps", "role_seconds", "bare_parallel_seconds", "ratio"}),
-    ("restore", [], {"restore_seconds", "bare_pg_restore_seconds", "planned_rollback_seconds", "ratio"}),
+    ("backup", [], {"runbook_seconds", "runbook_steps", "role_seconds", "bare_parallel_seconds", "ratio",
+                    "role_tasks"}),
+    ("restore", [], {"restore_seconds", "bare_pg_restore_seconds", "planned_rollback_seconds", "ratio",
+                     "restore_tasks"}),
     ("orchestration", [], {"parts", "phases", "migrate_seconds", "tasks", "slowest_tasks", "ratio", "targets"}),
     ("online_migration", ["--rate", "50"], {"ways", "threats", "target"}),
     ("progress", ["--steps", "2", "--sleep", "1"], {"runs", "short_step_cost_ms", "long_step_cost_ms", "own_work_ms"}),
@@ -46,6 +48,9 @@ def test_benchmark_runs_and_writes_its_results(name, extra, keys, tmp_path):
     png = tmp_path / f"{name}-{scale}.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "results:" in result.stdout
+    for profiled in ("role_tasks", "restore_tasks", "slowest_tasks"):  # parsed from profile_tasks' recap
+        if profiled in figures:
+            assert figures[profiled] and all(t["task"] and t["seconds"] >= 0 for t in figures[profiled]), figures
     if name == "online_migration":
         collection = figures["ways"]["collection"]["whole_migration"]
         assert collection["transactions"] > 0, "the client load ran during the migration"
